@@ -1,0 +1,242 @@
+/*
+ * amio: the Poller/Registrar event model (after the Rust library Amy) on io_uring.
+ *
+ * One poll thread owns an amio_poller and reaps completions. Any other thread
+ * owns an amio_registrar and registers sockets, timers and channels through it;
+ * every registration gets a unique id at once, and readiness comes back as
+ * notifications {id, data, events}, either from amio_poller_wait() (Amy mode)
+ * or, for ids registered through an AMIO_INBOX registrar, from that
+ * registrar's amio_registrar_wait() (inbox mode).
+ *
+ * Conventions: functions return >= 0 on success (a count or an id) and -errno
+ * on failure; errno is never set. If a call fails, nothing was queued and no
+ * notification will come for it. Every declaration says which thread may call
+ * it and who owns each pointer.
+ */
+#ifndef AMIO_H
+#define AMIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef AMIO_API
+#define AMIO_API __attribute__((visibility("default")))
+#endif
+
+/* ---- Types ------------------------------------------------------------ */
+
+/* Events a registration asks for and notifications report (bit flags). */
+enum {
+	AMIO_READ = 1u << 0,  /* readable, or EOF: read until -EAGAIN */
+	AMIO_WRITE = 1u << 1, /* writable */
+	AMIO_BOTH = AMIO_READ | AMIO_WRITE,
+	AMIO_HUP = 1u << 2,     /* peer closed or half-closed (POLLHUP, POLLRDHUP); report only */
+	AMIO_ERROR = 1u << 3,   /* socket error (POLLERR) or a failed command; see .error */
+	AMIO_TIMER = 1u << 4,   /* a timer fired */
+	AMIO_CHANNEL = 1u << 5, /* a channel has messages */
+};
+
+/* Registration options, or-ed into the events argument of amio_register(). */
+enum {
+	/* Default: edge-triggered (multishot poll). One notification per
+	 * readiness change; drain the socket until -EAGAIN before waiting again.
+	 * An occasional extra notification is possible (after a transparent
+	 * re-arm), never a missed edge. */
+	AMIO_EDGE = 0,
+	/* Level-triggered: reported by every amio_poller_wait() call while the
+	 * condition holds (emulated: a one-shot poll re-armed on the next wait). */
+	AMIO_LEVEL = 1u << 8,
+	/* One notification, then disarmed until amio_reregister(). */
+	AMIO_ONESHOT = 1u << 9,
+};
+
+/* One readiness report. */
+typedef struct amio_notification {
+	uint64_t id;     /* the registration's id */
+	void *data;      /* the pointer given at registration, untouched */
+	uint32_t events; /* AMIO_READ | AMIO_WRITE | AMIO_HUP | AMIO_ERROR | ... */
+	int32_t error;   /* -errno with AMIO_ERROR, else 0 */
+} amio_notification;
+
+typedef struct amio_poller amio_poller;       /* one per poll thread */
+typedef struct amio_registrar amio_registrar; /* one per submitting thread */
+
+/* Poller configuration; zero fields take the defaults shown. */
+struct amio_poller_config {
+	uint32_t sq_entries;        /* SQ ring size (256); rounded up to a power of two */
+	uint32_t cq_entries;        /* CQ ring size (16 x sq_entries, at least 4 x) */
+	uint32_t queue_entries;     /* per-registrar command queue, holds N-1 (4096) */
+	uint32_t inbox_entries;     /* per-inbox-registrar notification queue, holds N-1 (4096) */
+	uint32_t max_registrations; /* live ids at once, <= 2^24 - 1 (2^20 - 1) */
+	uint32_t flags;             /* AMIO_POLLER_* below, for tests and old kernels */
+};
+
+/* Poller flags: turn off a kernel feature to run the fallback path. */
+enum {
+	AMIO_POLLER_NO_DEFER_TASKRUN = 1u << 0, /* no SINGLE_ISSUER | DEFER_TASKRUN */
+	AMIO_POLLER_NO_RINGLESS_MSG = 1u << 1,  /* wake through a per-registrar ring */
+};
+
+/* Registrar flags. */
+enum {
+	/* Ids registered through this registrar are delivered to its inbox
+	 * (amio_registrar_wait), not returned by amio_poller_wait. */
+	AMIO_INBOX = 1u << 0,
+};
+
+/* Counters, relaxed: each is exact, the set is not a snapshot. */
+struct amio_poller_stats {
+	uint64_t enters;           /* io_uring_enter calls made by the poll thread */
+	uint64_t sqes;             /* SQEs submitted */
+	uint64_t cqes;             /* CQEs reaped */
+	uint64_t notifications;    /* notifications returned or delivered to inboxes */
+	uint64_t wakeups_sent;     /* MSG_RING wakeups sent to the poller by registrars */
+	uint64_t wakeups_received; /* wakeup CQEs reaped by the poller */
+	uint64_t commands;         /* registrar commands applied */
+	uint64_t rearms;           /* multishot polls re-armed after the kernel ended them */
+	uint64_t overflows;        /* times the CQ ring overflowed (kernel kept the CQEs) */
+};
+
+/* ---- Poller ----------------------------------------------------------- */
+
+/*
+ * Create a poller and its io_uring. The ring is created disabled and enabled
+ * by the first amio_poller_wait/run call, whose thread becomes the poll thread
+ * (SINGLE_ISSUER rings accept submissions from one thread only).
+ * cfg: borrowed, NULL for defaults. *out: owned by the caller, freed with
+ * amio_poller_free().
+ * Returns: 0. Errors: -EINVAL (bad cfg), -ENOMEM, -ENOSYS/-EPERM (no
+ * io_uring: the kernel lacks it or a seccomp/sysctl forbids it), any -errno
+ * of io_uring_setup.
+ * Thread: any thread.
+ */
+AMIO_API int amio_poller_new(amio_poller **out, const struct amio_poller_config *cfg);
+
+/*
+ * Free the poller. Live registrations are cancelled; registrars still in use
+ * stay valid memory and every later call on them returns -ESHUTDOWN; each must
+ * still be freed with amio_registrar_free().
+ * Thread: the poll thread, or any thread once the poll thread no longer uses p.
+ */
+AMIO_API void amio_poller_free(amio_poller *p);
+
+/*
+ * Apply queued commands, submit, and wait for notifications.
+ * out: borrowed, room for cap notifications. timeout_ms: 0 = do not block,
+ * -1 = no limit. Internal wakeups (commands arriving) never return early with
+ * nothing; EINTR is retried. Notifications of inbox registrars are delivered
+ * to their inboxes, not returned. amio_poller_stop() makes it return at once.
+ * Returns: the number of notifications (0 on timeout or stop). Errors:
+ * -EINVAL (cap 0 or bad timeout), -EEXIST (called from a second thread),
+ * -ESHUTDOWN, any -errno of io_uring_enter.
+ * Thread: poll thread only (the first thread that calls wait or run).
+ */
+AMIO_API int amio_poller_wait(amio_poller *p, amio_notification *out, size_t cap, int timeout_ms);
+
+/*
+ * Inbox mode: loop applying commands and delivering notifications to inbox
+ * registrars until amio_poller_stop().
+ * Returns: 0 after amio_poller_stop(); 1 when a notification for an id of a
+ * non-inbox registrar is ready (collect it with amio_poller_wait, then run
+ * again). Errors: as amio_poller_wait.
+ * Thread: poll thread only.
+ */
+AMIO_API int amio_poller_run(amio_poller *p);
+
+/*
+ * Make the current (or next) amio_poller_wait/run return. Wakes a sleeping
+ * poll thread with one MSG_RING; coalesces with other pending stops.
+ * Returns: 0. Errors: -ESHUTDOWN, -errno of the wakeup.
+ * Thread: any thread.
+ */
+AMIO_API int amio_poller_stop(amio_poller *p);
+
+/*
+ * Read the counters. out: borrowed.
+ * Thread: any thread.
+ */
+AMIO_API void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out);
+
+/* ---- Registrar -------------------------------------------------------- */
+
+/*
+ * Create a registrar: a lock-free single-producer command queue to the
+ * poller. flags: 0 (Amy mode) or AMIO_INBOX.
+ * *out: owned by the caller, freed with amio_registrar_free().
+ * Returns: 0. Errors: -EINVAL (unknown flags), -ENOMEM, -ESHUTDOWN,
+ * -errno of io_uring_setup (inbox registrars and old kernels own a small ring).
+ * Thread: any thread; afterwards the registrar is used by one thread at a time.
+ */
+AMIO_API int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out);
+
+/*
+ * Free a registrar. Commands it queued still take effect. Ids registered
+ * through an inbox registrar are deregistered (nobody would receive them);
+ * ids of an Amy-mode registrar stay registered.
+ * Thread: the registrar's thread.
+ */
+AMIO_API void amio_registrar_free(amio_registrar *r);
+
+/*
+ * Register fd for events (AMIO_READ, AMIO_WRITE or both, optionally with
+ * AMIO_LEVEL or AMIO_ONESHOT). Readiness present now is reported at once.
+ * data: retained; returned untouched in every notification.
+ * The fd stays owned by the caller; call amio_deregister() before close().
+ * Failures found on the poll thread (a closed fd: -EBADF) arrive as one
+ * notification {id, AMIO_ERROR, error}.
+ * Returns: the id (> 0), valid until amio_deregister. Errors: -EBADF (fd < 0),
+ * -EINVAL (no READ/WRITE, unknown bits, LEVEL with ONESHOT), -EAGAIN (the
+ * command queue is full: let the poller run, retry), -ENOSPC
+ * (max_registrations live ids), -ESHUTDOWN.
+ * Thread: the registrar's thread; wakes a sleeping poller (wakeups coalesce).
+ */
+AMIO_API int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data);
+
+/*
+ * Change the events of a registration (same bits as amio_register; the mode
+ * may change too). Readiness present now is reported at once; re-arms an
+ * AMIO_ONESHOT registration.
+ * Returns: 0. Errors: -ENOENT (unknown or deregistered id, or not a socket),
+ * -EINVAL, -EAGAIN (queue full), -ESHUTDOWN.
+ * Thread: the registrar's thread (any registrar of the poller).
+ */
+AMIO_API int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events);
+
+/*
+ * Deregister an id. Once this returns, no notification for id is returned or
+ * delivered (filtered at reap time); the poll is removed from the kernel, so
+ * a following close(fd) really closes the connection (the peer sees EOF).
+ * Returns: 0. Errors: -ENOENT (unknown or already deregistered id),
+ * -EAGAIN (queue full: the id stays registered), -ESHUTDOWN.
+ * Thread: the registrar's thread (any registrar of the poller).
+ */
+AMIO_API int amio_deregister(amio_registrar *r, uint64_t id);
+
+/*
+ * Inbox mode: wait for notifications of ids registered through r.
+ * out: borrowed, room for cap. timeout_ms: 0 = do not block, -1 = no limit.
+ * Returns: the number of notifications (0 on timeout). Errors: -EINVAL (not
+ * an AMIO_INBOX registrar, cap 0), -ESHUTDOWN.
+ * Thread: the registrar's thread.
+ */
+AMIO_API int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap,
+                                 int timeout_ms);
+
+/* ---- Queries ---------------------------------------------------------- */
+
+/*
+ * Name an error code returned by amio (negative errno), e.g. "-EAGAIN: queue
+ * full, retry". Returns: a static string, never NULL.
+ * Thread: any thread.
+ */
+AMIO_API const char *amio_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AMIO_H */

@@ -1,0 +1,67 @@
+/*
+ * The event core's kernel seam: everything io_uring-specific sits behind these
+ * few functions (backend_uring.c), as each Redis ae.c backend does, so another
+ * backend (epoll) can be added without touching registrar, registry or poller.
+ */
+#ifndef AMIO_BACKEND_H
+#define AMIO_BACKEND_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "compat.h"
+
+struct amio_poller;
+struct amio_poller_config;
+struct amio__entry;
+
+struct amio__backend {
+	struct io_uring ring;
+	bool ringless_msg;         /* IORING_REGISTER_SEND_MSG_RING works (6.13+) */
+	bool defer_taskrun;        /* ring set up SINGLE_ISSUER | DEFER_TASKRUN */
+	int ring_fd;               /* copy readable by any thread (wakeup target) */
+	pthread_mutex_t stop_lock; /* stop from a thread with no ring, old kernels */
+	struct io_uring stop_ring;
+	bool has_stop_ring;
+};
+
+/* A thread that sleeps until woken by MSG_RING: an inbox registrar. On kernels
+ * without ring-less MSG_RING every registrar owns one to send its wakeups. */
+struct amio__waiter {
+	struct io_uring ring;
+	bool has_ring;
+};
+
+/* Set up the poller's ring (disabled until amio__backend_enable) and probe
+ * features. Returns 0 or -errno. Thread: any. */
+int amio__backend_init(struct amio_poller *p, const struct amio_poller_config *cfg);
+void amio__backend_destroy(struct amio_poller *p);
+/* Enable the ring on the calling thread, which becomes the poll thread. */
+int amio__backend_enable(struct amio_poller *p);
+
+/* Queue a poll for entry slot with e->events (poll thread). 0 or -errno. */
+int amio__backend_arm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
+/* Queue removal of the entry's poll; its final CQE still arrives. */
+int amio__backend_disarm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
+/* Queue a wakeup of a sleeping waiter (poll thread). 0 or -errno. */
+int amio__backend_wake_waiter(struct amio_poller *p, struct amio__waiter *w);
+
+/* Submit what is queued and, if wait, sleep until a completion or timeout_ns
+ * (-1 = none). One io_uring_enter. Returns 0, -ETIME or -errno. */
+int amio__backend_enter(struct amio_poller *p, bool wait, int64_t timeout_ns);
+/* Completions are ready without entering the kernel. */
+bool amio__backend_ready(struct amio_poller *p);
+/* Reap at most max completions, feeding amio__on_poll. Returns the count. */
+unsigned amio__backend_reap(struct amio_poller *p, unsigned max);
+
+/* Wake the poll thread from another thread (one MSG_RING). from: the caller's
+ * waiter if it has a ring, else NULL (ring-less or the poller's stop ring). */
+int amio__backend_wake_poller(struct amio_poller *p, struct amio__waiter *from);
+
+int amio__waiter_init(struct amio__waiter *w, bool need_ring);
+void amio__waiter_destroy(struct amio__waiter *w);
+/* Sleep until woken or timeout_ns (-1 = none); consumes the wakeups. */
+int amio__waiter_wait(struct amio__waiter *w, int64_t timeout_ns);
+
+#endif /* AMIO_BACKEND_H */

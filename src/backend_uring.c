@@ -1,0 +1,375 @@
+/*
+ * The io_uring backend: ring setup with feature probing, poll SQEs, the one
+ * io_uring_enter per loop iteration, the CQE reap loop and MSG_RING wakeups.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* user_data: tag << 56 | armgen << 24 | slot. The tag tells our own request
+ * kinds apart from MSG_RING wakeups (liburing 2.3 has no FLAGS_PASS helper);
+ * armgen makes a poll's user_data unique while it is in flight, so removing it
+ * by user_data can never hit its successor. */
+enum { TAG_POLL = 1, TAG_REMOVE = 2, TAG_WAKE = 3, TAG_MSG = 4 };
+
+static inline uint64_t user_data(unsigned tag, uint32_t armgen, uint32_t slot)
+{
+	return (uint64_t)tag << 56 | (uint64_t)armgen << AMIO__SLOT_BITS | slot;
+}
+
+static int64_t ns_to_ts(int64_t ns, struct __kernel_timespec *ts)
+{
+	ts->tv_sec = ns / 1000000000;
+	ts->tv_nsec = ns % 1000000000;
+	return ns;
+}
+
+/* ---- Setup ------------------------------------------------------------- */
+
+/* IORING_REGISTER_SEND_MSG_RING (6.13+): a wakeup without owning a ring.
+ * Probed on a throwaway ring: the poller's own is still disabled. */
+static bool probe_ringless_msg(void)
+{
+	struct io_uring target;
+	struct io_uring_sqe sqe;
+	bool ok;
+
+	if (io_uring_queue_init(2, &target, 0) < 0)
+		return false;
+	memset(&sqe, 0, sizeof(sqe));
+	io_uring_prep_msg_ring(&sqe, target.ring_fd, 0, user_data(TAG_WAKE, 0, 0), 0);
+	ok = io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, &sqe, 1) >= 0;
+	io_uring_queue_exit(&target);
+	return ok;
+}
+
+/* Ring flags from best to plainest; -EINVAL moves to the next (older kernel).
+ * R_DISABLED goes with SINGLE_ISSUER: the ring is enabled by the poll thread,
+ * which the kernel then takes as its only submitter. */
+static int setup_ring(struct amio__backend *be, unsigned sq, unsigned cq, bool allow_defer)
+{
+	static const unsigned tries[] = {
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
+	        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_SUBMIT_ALL,
+	    0,
+	};
+	int rc = -EINVAL;
+
+	for (size_t i = allow_defer ? 0 : 1; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		struct io_uring_params params;
+
+		memset(&params, 0, sizeof(params));
+		params.flags = tries[i] | IORING_SETUP_CQSIZE;
+		params.cq_entries = cq;
+		rc = io_uring_queue_init_params(sq, &be->ring, &params);
+		if (rc == 0) {
+			be->defer_taskrun = tries[i] & IORING_SETUP_DEFER_TASKRUN;
+			/* Without NODROP an overflowing CQ loses completions. */
+			if (!(params.features & IORING_FEAT_NODROP)) {
+				io_uring_queue_exit(&be->ring);
+				return -ENOSYS;
+			}
+			return 0;
+		}
+		if (rc != -EINVAL)
+			return rc;
+	}
+	return rc;
+}
+
+int amio__backend_init(amio_poller *p, const struct amio_poller_config *cfg)
+{
+	struct amio__backend *be = &p->be;
+	int rc;
+
+	memset(be, 0, sizeof(*be));
+	rc = setup_ring(be, cfg->sq_entries, cfg->cq_entries,
+	                !(cfg->flags & AMIO_POLLER_NO_DEFER_TASKRUN));
+	if (rc < 0)
+		return rc;
+	be->ring_fd = be->ring.ring_fd;
+	be->ringless_msg = !(cfg->flags & AMIO_POLLER_NO_RINGLESS_MSG) && probe_ringless_msg();
+	pthread_mutex_init(&be->stop_lock, NULL);
+	if (!be->ringless_msg) {
+		rc = io_uring_queue_init(4, &be->stop_ring, 0);
+		if (rc < 0) {
+			amio__backend_destroy(p);
+			return rc;
+		}
+		be->has_stop_ring = true;
+	}
+	return 0;
+}
+
+void amio__backend_destroy(amio_poller *p)
+{
+	struct amio__backend *be = &p->be;
+
+	if (be->ring_fd > 0)
+		io_uring_queue_exit(&be->ring);
+	if (be->has_stop_ring)
+		io_uring_queue_exit(&be->stop_ring);
+	pthread_mutex_destroy(&be->stop_lock);
+	be->ring_fd = -1;
+}
+
+int amio__backend_enable(amio_poller *p)
+{
+	int rc;
+
+	if (!(p->be.ring.flags & IORING_SETUP_R_DISABLED))
+		return 0;
+	rc = amio__enable_rings(&p->be.ring);
+	/* -EBADFD: already enabled (by this thread, earlier). */
+	return rc == -EBADFD ? 0 : rc;
+}
+
+/* ---- Submission -------------------------------------------------------- */
+
+/* An SQE, submitting what is queued when the SQ is full (never drop a
+ * command: submit, then retry). NULL only if that submit failed. */
+static struct io_uring_sqe *get_sqe(amio_poller *p)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&p->be.ring);
+
+	if (!sqe) {
+		AMIO__STAT_ADD(p, enters, 1);
+		if (io_uring_submit(&p->be.ring) < 0)
+			return NULL;
+		sqe = io_uring_get_sqe(&p->be.ring);
+		if (!sqe)
+			return NULL;
+	}
+	AMIO__STAT_ADD(p, sqes, 1);
+	return sqe;
+}
+
+static unsigned poll_mask(uint32_t events)
+{
+	unsigned mask = 0;
+
+	if (events & AMIO_READ)
+		mask |= POLLIN | POLLRDHUP;
+	if (events & AMIO_WRITE)
+		mask |= POLLOUT;
+	return mask;
+}
+
+int amio__backend_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct io_uring_sqe *sqe = get_sqe(p);
+
+	if (!sqe)
+		return -EBUSY;
+	/* LEVEL and ONESHOT are one-shot polls: multishot with
+	 * IORING_POLL_ADD_LEVEL is -EINVAL, so the poller emulates LEVEL by
+	 * arming again on the next wait (which reports at once if still ready). */
+	if (e->events & (AMIO_LEVEL | AMIO_ONESHOT))
+		io_uring_prep_poll_add(sqe, e->fd, poll_mask(e->events));
+	else
+		io_uring_prep_poll_multishot(sqe, e->fd, poll_mask(e->events));
+	e->armgen++;
+	io_uring_sqe_set_data64(sqe, user_data(TAG_POLL, e->armgen, slot));
+	e->inflight++;
+	e->flags |= AMIO__E_ARMED;
+	return 0;
+}
+
+int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct io_uring_sqe *sqe = get_sqe(p);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_remove(sqe, user_data(TAG_POLL, e->armgen, slot));
+	io_uring_sqe_set_data64(sqe, user_data(TAG_REMOVE, 0, 0));
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	/* The old poll's final CQE (-ECANCELED) now carries a stale armgen:
+	 * it only drops inflight and is never reported. */
+	e->armgen++;
+	e->flags &= ~AMIO__E_ARMED;
+	return 0;
+}
+
+int amio__backend_wake_waiter(amio_poller *p, struct amio__waiter *w)
+{
+	struct io_uring_sqe *sqe = get_sqe(p);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_msg_ring(sqe, w->ring.ring_fd, 0, user_data(TAG_WAKE, 0, 0), 0);
+	io_uring_sqe_set_data64(sqe, user_data(TAG_MSG, 0, 0));
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	return 0;
+}
+
+int amio__backend_enter(amio_poller *p, bool wait, int64_t timeout_ns)
+{
+	struct io_uring *ring = &p->be.ring;
+	struct io_uring_cqe *cqe;
+	struct __kernel_timespec ts;
+	int rc;
+
+	/* Each branch is exactly one io_uring_enter: the wait variants are
+	 * only called with an empty CQ, so liburing never skips the syscall. */
+	AMIO__STAT_ADD(p, enters, 1);
+	if (!wait)
+		rc = io_uring_submit_and_get_events(ring);
+	else if (timeout_ns < 0)
+		rc = io_uring_submit_and_wait(ring, 1);
+	else {
+		ns_to_ts(timeout_ns, &ts);
+		rc = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+	}
+	return rc < 0 ? rc : 0;
+}
+
+bool amio__backend_ready(amio_poller *p)
+{
+	struct io_uring *ring = &p->be.ring;
+
+	/* Completions in the CQ, or ones the kernel holds back until we enter:
+	 * deferred task work (DEFER_TASKRUN) or an overflow list (NODROP). */
+	return io_uring_cq_ready(ring) ||
+	       (IO_URING_READ_ONCE(*ring->sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+/* ---- Completion -------------------------------------------------------- */
+
+static void dispatch(amio_poller *p, const struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+
+	switch (ud >> 56) {
+	case TAG_POLL:
+		amio__on_poll(p, (uint32_t)(ud & AMIO__SLOT_MASK),
+		              (uint32_t)(ud >> AMIO__SLOT_BITS), cqe->res,
+		              cqe->flags & IORING_CQE_F_MORE);
+		break;
+	case TAG_WAKE:
+		AMIO__STAT_ADD(p, wakeups_received, 1);
+		break;
+	default:
+		/* TAG_REMOVE / TAG_MSG failures (-ENOENT: the poll had already
+		 * ended; -EBADFD: a waiter ring is gone) carry no state. */
+		break;
+	}
+}
+
+unsigned amio__backend_reap(amio_poller *p, unsigned max)
+{
+	struct io_uring *ring = &p->be.ring;
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	if (io_uring_cq_has_overflow(ring))
+		AMIO__STAT_ADD(p, overflows, 1);
+	io_uring_for_each_cqe(ring, head, cqe)
+	{
+		if (n == max)
+			break;
+		dispatch(p, cqe);
+		n++;
+	}
+	io_uring_cq_advance(ring, n);
+	AMIO__STAT_ADD(p, cqes, n);
+	return n;
+}
+
+/* ---- Wakeups from other threads ---------------------------------------- */
+
+static int send_msg(struct io_uring *src, const struct io_uring_sqe *msg)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(src);
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+	int rc;
+
+	if (!sqe)
+		return -EBUSY;
+	*sqe = *msg;
+	io_uring_sqe_set_data64(sqe, user_data(TAG_MSG, 0, 0));
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	rc = io_uring_submit(src);
+	if (rc < 0)
+		return rc;
+	/* MSG_RING completes inline: a failure CQE is there now. Consume the
+	 * ring so it never fills; a wakeup eaten here belonged to an earlier
+	 * sleep (the waiter re-checks its inbox before every sleep). */
+	rc = 0;
+	io_uring_for_each_cqe(src, head, cqe)
+	{
+		if (cqe->user_data >> 56 == TAG_MSG && cqe->res < 0)
+			rc = cqe->res;
+		n++;
+	}
+	io_uring_cq_advance(src, n);
+	return rc;
+}
+
+int amio__backend_wake_poller(amio_poller *p, struct amio__waiter *from)
+{
+	struct amio__backend *be = &p->be;
+	struct io_uring_sqe msg;
+	int rc;
+
+	memset(&msg, 0, sizeof(msg));
+	io_uring_prep_msg_ring(&msg, be->ring_fd, 0, user_data(TAG_WAKE, 0, 0), 0);
+	ck_pr_faa_64(&p->wakeups_sent, 1);
+	if (be->ringless_msg)
+		return io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, &msg, 1);
+	if (from && from->has_ring)
+		return send_msg(&from->ring, &msg);
+	pthread_mutex_lock(&be->stop_lock);
+	rc = send_msg(&be->stop_ring, &msg);
+	pthread_mutex_unlock(&be->stop_lock);
+	return rc;
+}
+
+/* ---- Waiters ------------------------------------------------------------ */
+
+int amio__waiter_init(struct amio__waiter *w, bool need_ring)
+{
+	int rc;
+
+	memset(w, 0, sizeof(*w));
+	if (!need_ring)
+		return 0;
+	/* Not SINGLE_ISSUER: a registrar may be created on one thread and used
+	 * on another. 4 SQEs: wakeups are sent one at a time. */
+	rc = io_uring_queue_init(4, &w->ring, 0);
+	if (rc < 0)
+		return rc;
+	w->has_ring = true;
+	return 0;
+}
+
+void amio__waiter_destroy(struct amio__waiter *w)
+{
+	if (w->has_ring)
+		io_uring_queue_exit(&w->ring);
+	w->has_ring = false;
+}
+
+int amio__waiter_wait(struct amio__waiter *w, int64_t timeout_ns)
+{
+	struct io_uring_cqe *cqe;
+	struct __kernel_timespec ts;
+	unsigned head, n = 0;
+	int rc;
+
+	if (timeout_ns < 0)
+		rc = io_uring_wait_cqe(&w->ring, &cqe);
+	else {
+		ns_to_ts(timeout_ns, &ts);
+		rc = io_uring_wait_cqe_timeout(&w->ring, &cqe, &ts);
+	}
+	/* Every CQE here is a wakeup: consume them all, one sleep = one wake. */
+	io_uring_for_each_cqe(&w->ring, head, cqe) n++;
+	io_uring_cq_advance(&w->ring, n);
+	return rc;
+}

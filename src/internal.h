@@ -1,0 +1,197 @@
+/* Private structures shared by the event core's files; nothing here is public. */
+#ifndef AMIO_INTERNAL_H
+#define AMIO_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <ck_pr.h>
+#include <ck_ring.h>
+
+#include "amio.h"
+#include "backend.h"
+
+#define AMIO__CACHELINE 64
+
+/* ---- Ids ---------------------------------------------------------------
+ * id = generation << 24 | slot. The registering thread takes a free slot and
+ * bumps its generation, so ids are unique at once and never reused (39 bits of
+ * generation per slot), and every CQE and command finds its entry in O(1).
+ */
+#define AMIO__SLOT_BITS 24
+#define AMIO__SLOT_MASK ((1u << AMIO__SLOT_BITS) - 1)
+#define AMIO__MAX_SLOTS AMIO__SLOT_MASK
+
+static inline uint32_t amio__id_slot(uint64_t id)
+{
+	return (uint32_t)(id & AMIO__SLOT_MASK);
+}
+
+static inline uint64_t amio__id_gen(uint64_t id)
+{
+	return id >> AMIO__SLOT_BITS;
+}
+
+/* Slot word: generation << 2 | state. Written by the allocating registrar
+ * (FREE -> LIVE), by whoever deregisters (LIVE -> CLOSING, a CAS so only one
+ * deregister wins) and read by the poll thread at reap time to filter
+ * notifications of ids deregistered after their CQE was posted. */
+enum { AMIO__SLOT_FREE = 0, AMIO__SLOT_LIVE = 1, AMIO__SLOT_CLOSING = 2 };
+
+static inline uint64_t amio__slot_word(uint64_t gen, unsigned state)
+{
+	return gen << 2 | state;
+}
+
+/* ---- Commands: registrar -> poller (SPSC ck_ring) ---------------------- */
+enum amio__op {
+	AMIO__OP_REGISTER = 1,
+	AMIO__OP_REREGISTER,
+	AMIO__OP_DEREGISTER,
+};
+
+struct amio__cmd {
+	uint64_t id;
+	void *data;
+	int32_t fd;
+	uint32_t events;
+	uint32_t op;
+	uint32_t pad;
+};
+
+CK_RING_PROTOTYPE(amio_cmd, amio__cmd)
+CK_RING_PROTOTYPE(amio_note, amio_notification)
+
+/* ---- Entries (poll thread only) ---------------------------------------- */
+enum {
+	AMIO__E_REGISTERED = 1u << 0,   /* REGISTER command applied */
+	AMIO__E_DEREGISTERED = 1u << 1, /* DEREGISTER command applied */
+	AMIO__E_ARMED = 1u << 2,        /* a poll request is in the kernel */
+	AMIO__E_PENDING = 1u << 3,      /* on the poller's pending (re-arm) list */
+	AMIO__E_OVERFLOW = 1u << 4,     /* on its owner's inbox overflow list */
+	AMIO__E_EARLY_EVENTS = 1u << 5, /* REREGISTER applied before REGISTER */
+	AMIO__E_PARKED = 1u << 6,       /* disarmed until reregister: ONESHOT fired, or error */
+};
+
+struct amio__entry {
+	uint64_t id;                      /* 0 while the slot is unused */
+	void *data;                       /* user pointer from amio_register */
+	struct amio_registrar *owner;     /* inbox registrar, or NULL (Amy mode) */
+	struct amio__entry *next_pending; /* the poller's pending (re-arm) list */
+	struct amio__entry *next_ovf;     /* its owner's inbox overflow list */
+	int32_t fd;
+	uint32_t events;   /* AMIO_READ/WRITE | AMIO_LEVEL/ONESHOT */
+	uint32_t armgen;   /* generation of the current poll request */
+	uint32_t inflight; /* kernel requests whose final CQE is not reaped */
+	uint32_t flags;    /* AMIO__E_* */
+	uint32_t pending;  /* overflow: events not yet delivered */
+	int32_t pending_error;
+};
+
+/* ---- Registry: slots, generations, entries ---------------------------- */
+/* CK_RING_PROTOTYPE takes a struct tag. */
+struct amio__slot_ref {
+	uint32_t slot;
+};
+CK_RING_PROTOTYPE(amio_slot, amio__slot_ref)
+
+struct amio__registry {
+	uint32_t cap;                  /* usable slots: 1 .. cap (slot 0 unused) */
+	uint64_t *words;               /* cap + 1 slot words */
+	struct amio__entry *entries;   /* cap + 1 entries, poll thread only */
+	size_t words_len, entries_len; /* mapping lengths */
+	struct ck_ring free_ring;      /* freed slots: poller produces, registrars consume */
+	struct amio__slot_ref *free_buf;
+	size_t free_len;
+	uint64_t fresh; /* next never-used slot (ck_pr_faa) */
+};
+
+int amio__registry_init(struct amio__registry *reg, uint32_t cap);
+void amio__registry_destroy(struct amio__registry *reg);
+/* Take a slot and make a new id (any thread). Returns the id or -ENOSPC. */
+int64_t amio__registry_alloc(struct amio__registry *reg);
+/* True if id is live now (any thread; racy by nature, exact for the owner). */
+bool amio__registry_live(const struct amio__registry *reg, uint64_t id);
+/* LIVE -> CLOSING for id (any thread). Returns 0 or -ENOENT. */
+int amio__registry_close(struct amio__registry *reg, uint64_t id);
+/* Give a closed slot back (poll thread only). */
+void amio__registry_release(struct amio__registry *reg, uint32_t slot);
+
+static inline struct amio__entry *amio__registry_entry(struct amio__registry *reg, uint64_t id)
+{
+	return &reg->entries[amio__id_slot(id)];
+}
+
+/* ---- Doorbell: a sleeper's state, so a wakeup is sent once per sleep ---- */
+enum { AMIO__RUNNING = 0, AMIO__SLEEPING = 1, AMIO__NOTIFIED = 2 };
+
+/* ---- Registrar --------------------------------------------------------- */
+struct amio_registrar {
+	/* Producer side: the registrar's thread. */
+	struct ck_ring cmdq;
+	struct amio__cmd *cmdq_buf;
+	amio_poller *p;
+	uint32_t flags;
+	uint32_t refs;       /* owner + poller; the last one frees */
+	uint32_t closed;     /* set by amio_registrar_free */
+	uint32_t overflowed; /* poller has notifications the inbox had no room for */
+	uint32_t in_call;    /* inside a call that touches the poller (shutdown handshake) */
+
+	/* Inbox: poller produces, registrar consumes. */
+	struct ck_ring inbox;
+	amio_notification *inbox_buf;
+	uint32_t doorbell; /* AMIO__RUNNING/SLEEPING/NOTIFIED of the inbox waiter */
+	struct amio__waiter waiter;
+
+	struct amio_registrar *next_new; /* the poller's incoming stack */
+
+	/* Poll thread only. */
+	struct amio_registrar *next;         /* adopted registrars */
+	struct amio_registrar *next_touched; /* inboxes filled this iteration */
+	bool touched;
+	struct amio__entry *ovf_head, *ovf_tail;
+};
+
+/* ---- Poller ------------------------------------------------------------ */
+struct amio_poller {
+	struct amio__backend be;
+	struct amio__registry reg;
+	uint32_t queue_entries, inbox_entries;
+	uint32_t cfg_flags;
+
+	/* Shared with registrars. */
+	uint32_t state CK_CC_CACHELINE;  /* AMIO__RUNNING/SLEEPING/NOTIFIED */
+	uint32_t stop;                   /* amio_poller_stop requested */
+	uint32_t shutdown;               /* amio_poller_free has run */
+	uint32_t refs;                   /* poller + each registrar */
+	struct amio_registrar *incoming; /* registrars not yet adopted (CAS stack) */
+
+	/* Poll thread only. */
+	struct amio_registrar *registrars CK_CC_CACHELINE;
+	struct amio_registrar *touched;
+	struct amio__entry *pending_head; /* re-arm on the next wait (LEVEL, retries) */
+	bool enabled;
+	pthread_t poll_thread;
+	amio_notification *out; /* where this wait's notifications go */
+	size_t out_cap, out_n;
+	size_t stash_n; /* Amy-mode notifications reaped by amio_poller_run */
+	amio_notification stash[64];
+
+	struct amio_poller_stats stats CK_CC_CACHELINE;
+	uint64_t wakeups_sent; /* ck_pr_faa by registrars: its own line, rarely written */
+};
+
+/* Relaxed counter bump by the one thread that writes the counter; readers on
+ * other threads use ck_pr_load_64, so there is no data race and no RMW cost. */
+#define AMIO__STAT_ADD(p, field, n)                                                                \
+	ck_pr_store_64(&(p)->stats.field, ck_pr_load_64(&(p)->stats.field) + (n))
+
+/* poller.c, used by registrar.c */
+void amio__poller_kick(amio_poller *p, amio_registrar *r);
+void amio__poller_unref(amio_poller *p);
+void amio__registrar_unref(amio_registrar *r);
+
+/* poller.c, used by the backend's reap loop: one poll CQE for entry slot. */
+void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
+
+#endif /* AMIO_INTERNAL_H */

@@ -1,0 +1,667 @@
+/*
+ * The poll thread: how commands become kernel requests, how completions become
+ * notifications, and when the poll thread may sleep without losing a wakeup.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define INCOMING_CLOSED ((struct amio_registrar *)1)
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint32_t round_pow2(uint32_t v)
+{
+	uint32_t r = 2;
+
+	while (r < v && r < (1u << 30))
+		r <<= 1;
+	return r;
+}
+
+static int config(struct amio_poller_config *c, const struct amio_poller_config *user)
+{
+	if (user)
+		*c = *user;
+	else
+		memset(c, 0, sizeof(*c));
+	if (c->flags & ~(uint32_t)(AMIO_POLLER_NO_DEFER_TASKRUN | AMIO_POLLER_NO_RINGLESS_MSG))
+		return -EINVAL;
+	if (c->sq_entries > 32768 || c->max_registrations > AMIO__MAX_SLOTS)
+		return -EINVAL;
+	c->sq_entries = round_pow2(c->sq_entries ? c->sq_entries : 256);
+	if (!c->cq_entries)
+		c->cq_entries = 16 * c->sq_entries;
+	if (c->cq_entries < 4 * c->sq_entries)
+		c->cq_entries = 4 * c->sq_entries;
+	c->queue_entries = round_pow2(c->queue_entries ? c->queue_entries : 4096);
+	c->inbox_entries = round_pow2(c->inbox_entries ? c->inbox_entries : 4096);
+	if (!c->max_registrations)
+		c->max_registrations = (1u << 20) - 1;
+	return 0;
+}
+
+int amio_poller_new(amio_poller **out, const struct amio_poller_config *user_cfg)
+{
+	struct amio_poller_config cfg;
+	amio_poller *p;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	rc = config(&cfg, user_cfg);
+	if (rc < 0)
+		return rc;
+	p = aligned_alloc(AMIO__CACHELINE, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	memset(p, 0, sizeof(*p));
+	rc = amio__registry_init(&p->reg, cfg.max_registrations);
+	if (rc == 0) {
+		rc = amio__backend_init(p, &cfg);
+		if (rc < 0)
+			amio__registry_destroy(&p->reg);
+	}
+	if (rc < 0) {
+		free(p);
+		return rc;
+	}
+	p->queue_entries = cfg.queue_entries;
+	p->inbox_entries = cfg.inbox_entries;
+	p->cfg_flags = cfg.flags;
+	p->refs = 1;
+	*out = p;
+	return 0;
+}
+
+void amio__poller_unref(amio_poller *p)
+{
+	if (ck_pr_faa_32(&p->refs, -1) != 1)
+		return;
+	free(p);
+}
+
+/* Wait until no registrar is inside a call that may touch the ring fd or
+ * the registry; after this the shutdown flag keeps them out. */
+static void quiesce(amio_registrar *list)
+{
+	for (amio_registrar *r = list; r; r = r->next)
+		while (ck_pr_load_32(&r->in_call))
+			ck_pr_stall();
+}
+
+void amio_poller_free(amio_poller *p)
+{
+	amio_registrar *in, *r, *next;
+
+	if (!p)
+		return;
+	/* Shut the door first: kicks never send again (state stays NOTIFIED),
+	 * new registrars are refused, and every call sees shutdown. */
+	ck_pr_store_32(&p->state, AMIO__NOTIFIED);
+	ck_pr_store_32(&p->shutdown, 1);
+	in = ck_pr_fas_ptr(&p->incoming, INCOMING_CLOSED);
+	while (in && in != INCOMING_CLOSED) {
+		next = in->next_new;
+		in->next = p->registrars;
+		p->registrars = in;
+		in = next;
+	}
+	/* Dekker pair with registrar_enter(): our shutdown store before their
+	 * in_call loads. */
+	ck_pr_fence_memory();
+	quiesce(p->registrars);
+	/* Exiting the ring cancels every poll, so users' close() sends FIN. */
+	amio__backend_destroy(p);
+	amio__registry_destroy(&p->reg);
+	for (r = p->registrars; r; r = next) {
+		next = r->next;
+		amio__registrar_unref(r);
+	}
+	p->registrars = NULL;
+	amio__poller_unref(p);
+}
+
+void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
+{
+	amio_poller *q = (amio_poller *)p; /* ck_pr loads take non-const */
+
+	out->enters = ck_pr_load_64(&q->stats.enters);
+	out->sqes = ck_pr_load_64(&q->stats.sqes);
+	out->cqes = ck_pr_load_64(&q->stats.cqes);
+	out->notifications = ck_pr_load_64(&q->stats.notifications);
+	out->wakeups_sent = ck_pr_load_64(&q->wakeups_sent);
+	out->wakeups_received = ck_pr_load_64(&q->stats.wakeups_received);
+	out->commands = ck_pr_load_64(&q->stats.commands);
+	out->rearms = ck_pr_load_64(&q->stats.rearms);
+	out->overflows = ck_pr_load_64(&q->stats.overflows);
+}
+
+/* ---- Wakeups ------------------------------------------------------------ */
+
+void amio__poller_kick(amio_poller *p, amio_registrar *r)
+{
+	/* Our queue store (command, stop flag, drained inbox) before the load of
+	 * the poller's state; pairs with the fence in sleep_ok(): either the
+	 * poller sees our work, or we see SLEEPING and wake it. */
+	ck_pr_fence_store_load();
+	if (ck_pr_load_32(&p->state) != AMIO__SLEEPING)
+		return;
+	/* Only the CAS winner sends: one MSG_RING per sleep. */
+	if (!ck_pr_cas_32(&p->state, AMIO__SLEEPING, AMIO__NOTIFIED))
+		return;
+	/* A failed wakeup cannot be undone here; it can only fail if the ring
+	 * is gone, and then shutdown is set and nobody is waiting. */
+	(void)amio__backend_wake_poller(p, r ? &r->waiter : NULL);
+}
+
+int amio_poller_stop(amio_poller *p)
+{
+	if (ck_pr_load_32(&p->shutdown))
+		return -ESHUTDOWN;
+	ck_pr_store_32(&p->stop, 1);
+	amio__poller_kick(p, NULL);
+	return 0;
+}
+
+/* ---- Entries: desired vs kernel state ----------------------------------- */
+
+static bool entry_live(amio_poller *p, const struct amio__entry *e)
+{
+	return (e->flags & (AMIO__E_REGISTERED | AMIO__E_DEREGISTERED)) == AMIO__E_REGISTERED &&
+	       amio__registry_live(&p->reg, e->id);
+}
+
+static void maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	const uint32_t both = AMIO__E_REGISTERED | AMIO__E_DEREGISTERED;
+
+	if ((e->flags & both) == both && e->inflight == 0 &&
+	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW)))
+		amio__registry_release(&p->reg, slot);
+}
+
+static void push_pending(amio_poller *p, struct amio__entry *e)
+{
+	if (e->flags & AMIO__E_PENDING)
+		return;
+	e->flags |= AMIO__E_PENDING;
+	e->next_pending = p->pending_head;
+	p->pending_head = e;
+}
+
+static void notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error);
+
+/* Bring the kernel in line with the entry: armed while live and not parked,
+ * removed once deregistered; then free it if nothing references it. */
+static void reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	int rc;
+
+	if (!entry_live(p, e)) {
+		/* No SQE for the removal: retry on the next wait, the poll keeps
+		 * a file reference until it is removed. */
+		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0)
+			push_pending(p, e);
+		maybe_free(p, e, slot);
+		return;
+	}
+	if (e->flags & (AMIO__E_ARMED | AMIO__E_PARKED))
+		return;
+	rc = amio__backend_arm(p, e, slot);
+	if (rc < 0) {
+		e->flags |= AMIO__E_PARKED;
+		notify(p, e, AMIO_ERROR, rc);
+	}
+}
+
+/* ---- Notifications -------------------------------------------------------- */
+
+static void touch(amio_poller *p, amio_registrar *r)
+{
+	if (r->touched)
+		return;
+	r->touched = true;
+	r->next_touched = p->touched;
+	p->touched = r;
+}
+
+static void overflow(amio_registrar *r, struct amio__entry *e, uint32_t events, int32_t error)
+{
+	/* Readiness coalesces: an entry waits in the list at most once. */
+	if (e->flags & AMIO__E_OVERFLOW) {
+		e->pending |= events;
+		if (error)
+			e->pending_error = error;
+		return;
+	}
+	e->flags |= AMIO__E_OVERFLOW;
+	e->pending = events;
+	e->pending_error = error;
+	e->next_ovf = NULL;
+	if (r->ovf_tail)
+		r->ovf_tail->next_ovf = e;
+	else
+		r->ovf_head = e;
+	r->ovf_tail = e;
+	ck_pr_store_32(&r->overflowed, 1);
+}
+
+static void notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error)
+{
+	amio_notification n = {.id = e->id, .data = e->data, .events = events, .error = error};
+	amio_registrar *r = e->owner;
+
+	AMIO__STAT_ADD(p, notifications, 1);
+	if (!r) {
+		/* Room is guaranteed: reap takes at most out_cap - out_n CQEs and
+		 * each CQE makes at most one notification. */
+		p->out[p->out_n++] = n;
+		return;
+	}
+	if (!r->ovf_head && ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n)) {
+		touch(p, r);
+		return;
+	}
+	overflow(r, e, events, error);
+}
+
+/* Move overflowed notifications into the inbox as room allows. */
+static void flush_overflow(amio_poller *p, amio_registrar *r)
+{
+	struct amio__entry *e;
+
+	while ((e = r->ovf_head)) {
+		uint32_t slot = amio__id_slot(e->id);
+		amio_notification n = {e->id, e->data, e->pending, e->pending_error};
+
+		if (entry_live(p, e) &&
+		    !ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
+			break;
+		r->ovf_head = e->next_ovf;
+		if (!r->ovf_head)
+			r->ovf_tail = NULL;
+		e->flags &= ~AMIO__E_OVERFLOW;
+		touch(p, r);
+		maybe_free(p, e, slot);
+	}
+	if (!r->ovf_head)
+		ck_pr_store_32(&r->overflowed, 0);
+}
+
+/* Wake the inbox waiters we gave work to; the MSG_RING SQEs go out with the
+ * next io_uring_enter. */
+static bool ring_touched(amio_poller *p)
+{
+	amio_registrar *r = p->touched;
+
+	if (!r)
+		return false;
+	/* Inbox stores before the doorbell loads; pairs with the fence in
+	 * amio_registrar_wait between its SLEEPING store and inbox re-check. */
+	ck_pr_fence_store_load();
+	for (; r; r = r->next_touched) {
+		r->touched = false;
+		if (ck_pr_load_32(&r->doorbell) == AMIO__SLEEPING &&
+		    ck_pr_cas_32(&r->doorbell, AMIO__SLEEPING, AMIO__NOTIFIED))
+			(void)amio__backend_wake_waiter(p, &r->waiter);
+	}
+	p->touched = NULL;
+	return true;
+}
+
+static uint32_t to_events(int32_t res, uint32_t want)
+{
+	uint32_t ev = 0;
+
+	if (res & POLLIN)
+		ev |= AMIO_READ;
+	if (res & POLLOUT)
+		ev |= AMIO_WRITE;
+	if (res & (POLLHUP | POLLRDHUP))
+		ev |= AMIO_HUP;
+	if (res & POLLERR)
+		ev |= AMIO_ERROR;
+	/* A hang-up is readable (EOF) for a reader; errors go to everyone. */
+	if ((ev & AMIO_HUP) && (want & AMIO_READ))
+		ev |= AMIO_READ;
+	return ev & (want | AMIO_HUP | AMIO_ERROR);
+}
+
+void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more)
+{
+	struct amio__entry *e = &p->reg.entries[slot];
+
+	if (!more)
+		e->inflight--;
+	if (armgen != e->armgen) {
+		/* A poll we removed or replaced: never reported. */
+		maybe_free(p, e, slot);
+		return;
+	}
+	if (!more)
+		e->flags &= ~AMIO__E_ARMED;
+	if (!entry_live(p, e)) {
+		/* Deregistered after the kernel posted this: filtered. */
+		reconcile(p, e, slot);
+		return;
+	}
+	if (res == -ECANCELED && !more) {
+		/* The kernel ended it (not us: ours carry a stale armgen). */
+		AMIO__STAT_ADD(p, rearms, 1);
+		reconcile(p, e, slot);
+		return;
+	}
+	if (res < 0) {
+		e->flags |= AMIO__E_PARKED;
+		notify(p, e, AMIO_ERROR, res);
+		return;
+	}
+	if (!more) {
+		if (e->events & AMIO_ONESHOT) {
+			e->flags |= AMIO__E_PARKED;
+		} else if (e->events & AMIO_LEVEL) {
+			push_pending(p, e);
+		} else {
+			/* Multishot ended without being asked (F_MORE is cleared on
+			 * CQ overflow too): re-arm, or the registration goes deaf. */
+			AMIO__STAT_ADD(p, rearms, 1);
+			reconcile(p, e, slot);
+		}
+	}
+	notify(p, e, to_events(res, e->events), 0);
+}
+
+/* ---- Commands ----------------------------------------------------------- */
+
+static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
+{
+	uint32_t slot = amio__id_slot(c->id);
+	struct amio__entry *e = &p->reg.entries[slot];
+
+	AMIO__STAT_ADD(p, commands, 1);
+	if (e->id != c->id) {
+		/* The first command of this generation to arrive (REGISTER may
+		 * trail a DEREGISTER sent from another thread), or a stale one
+		 * for an id already freed: the slot word tells them apart. */
+		if ((ck_pr_load_64(&p->reg.words[slot]) >> 2) != amio__id_gen(c->id))
+			return;
+		e->id = c->id;
+	}
+	switch (c->op) {
+	case AMIO__OP_REGISTER:
+		e->fd = c->fd;
+		e->data = c->data;
+		e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
+		if (!(e->flags & AMIO__E_EARLY_EVENTS))
+			e->events = c->events;
+		e->flags |= AMIO__E_REGISTERED;
+		break;
+	case AMIO__OP_REREGISTER:
+		e->events = c->events;
+		if (!(e->flags & AMIO__E_REGISTERED)) {
+			e->flags |= AMIO__E_EARLY_EVENTS;
+			return;
+		}
+		/* New events, new poll: the kernel reports readiness present now. */
+		e->flags &= ~AMIO__E_PARKED;
+		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0) {
+			e->flags |= AMIO__E_PARKED;
+			notify(p, e, AMIO_ERROR, -EBUSY);
+			return;
+		}
+		break;
+	case AMIO__OP_DEREGISTER:
+		e->flags |= AMIO__E_DEREGISTERED;
+		break;
+	}
+	reconcile(p, e, slot);
+}
+
+/* Deregister what an inbox registrar owned: nobody would receive it. Walks
+ * the slots ever used; registrars are retired rarely. */
+static void orphan_entries(amio_poller *p, amio_registrar *r)
+{
+	uint64_t top = ck_pr_load_64(&p->reg.fresh);
+
+	for (uint32_t slot = 1; slot < top && slot <= p->reg.cap; slot++) {
+		struct amio__entry *e = &p->reg.entries[slot];
+
+		if (e->owner != r || !e->id)
+			continue;
+		if (amio__registry_close(&p->reg, e->id) == 0)
+			e->flags |= AMIO__E_DEREGISTERED;
+		e->owner = NULL;
+		e->flags &= ~AMIO__E_OVERFLOW;
+		reconcile(p, e, slot);
+	}
+}
+
+static void drain_commands(amio_poller *p, amio_registrar *r)
+{
+	struct amio__cmd c;
+
+	while (ck_ring_dequeue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, &c))
+		apply(p, r, &c);
+}
+
+static void adopt(amio_poller *p)
+{
+	amio_registrar *in, *next;
+
+	if (!ck_pr_load_ptr(&p->incoming))
+		return;
+	for (in = ck_pr_fas_ptr(&p->incoming, NULL); in; in = next) {
+		next = in->next_new;
+		in->next = p->registrars;
+		p->registrars = in;
+	}
+}
+
+/* Apply every queued command; retire registrars their owners freed. */
+static void drain(amio_poller *p)
+{
+	amio_registrar **link = &p->registrars, *r;
+
+	adopt(p);
+	while ((r = *link)) {
+		drain_commands(p, r);
+		if (ck_pr_load_32(&r->closed)) {
+			/* closed is stored after the owner's last enqueue. */
+			ck_pr_fence_load();
+			drain_commands(p, r);
+			if (r->flags & AMIO_INBOX)
+				orphan_entries(p, r);
+			*link = r->next;
+			amio__registrar_unref(r);
+			continue;
+		}
+		if (r->ovf_head)
+			flush_overflow(p, r);
+		link = &r->next;
+	}
+}
+
+/* Re-arm LEVEL registrations and retry removals, once per wait call. */
+static void run_pending(amio_poller *p)
+{
+	struct amio__entry *e = p->pending_head;
+
+	p->pending_head = NULL;
+	while (e) {
+		struct amio__entry *next = e->next_pending;
+
+		e->flags &= ~AMIO__E_PENDING;
+		reconcile(p, e, amio__id_slot(e->id));
+		e = next;
+	}
+}
+
+/* ---- Sleeping ---------------------------------------------------------- */
+
+static bool work_queued(amio_poller *p)
+{
+	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_32(&p->stop))
+		return true;
+	for (amio_registrar *r = p->registrars; r; r = r->next) {
+		if (ck_ring_size(&r->cmdq) || ck_pr_load_32(&r->closed))
+			return true;
+		if (r->ovf_head && ck_ring_size(&r->inbox) < ck_ring_capacity(&r->inbox) - 1)
+			return true;
+	}
+	return false;
+}
+
+/* Publish SLEEPING, then look at every queue once more (rule 2). */
+static bool sleep_ok(amio_poller *p)
+{
+	ck_pr_store_32(&p->state, AMIO__SLEEPING);
+	/* SLEEPING before the queue loads; pairs with amio__poller_kick(). */
+	ck_pr_fence_store_load();
+	if (!work_queued(p))
+		return true;
+	ck_pr_store_32(&p->state, AMIO__RUNNING);
+	return false;
+}
+
+/* The first caller becomes the poll thread. A SINGLE_ISSUER ring refuses
+ * other threads itself (-EEXIST); we check on every kernel so the rule does
+ * not depend on which ring flags this kernel accepted. */
+static int enable(amio_poller *p)
+{
+	int rc;
+
+	if (p->enabled)
+		return pthread_equal(p->poll_thread, pthread_self()) ? 0 : -EEXIST;
+	rc = amio__backend_enable(p);
+	if (rc < 0)
+		return rc;
+	p->poll_thread = pthread_self();
+	p->enabled = true;
+	return 0;
+}
+
+static unsigned reap(amio_poller *p)
+{
+	return amio__backend_reap(p, (unsigned)(p->out_cap - p->out_n));
+}
+
+/* One wait: at most one io_uring_enter per loop iteration. Returns the
+ * number of notifications in p->out, 0 on timeout or stop, or -errno. */
+static int poll_loop(amio_poller *p, int timeout_ms)
+{
+	int64_t deadline = timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+	int rc;
+
+	run_pending(p);
+	for (;;) {
+		int64_t left = -1;
+
+		drain(p);
+		ring_touched(p);
+		if (ck_pr_load_32(&p->stop)) {
+			ck_pr_store_32(&p->stop, 0);
+			return (int)p->out_n;
+		}
+		if (io_uring_cq_ready(&p->be.ring) || timeout_ms == 0) {
+			/* Completions ready (or a poll): submit and flush the
+			 * kernel's deferred work only if there is any. */
+			if (io_uring_sq_ready(&p->be.ring) || amio__backend_ready(p)) {
+				rc = amio__backend_enter(p, false, 0);
+				if (rc < 0 && rc != -EINTR)
+					return rc;
+			}
+			reap(p);
+			if (p->out_n || timeout_ms == 0)
+				return (int)p->out_n;
+			continue;
+		}
+		if (timeout_ms > 0) {
+			left = deadline - now_ns();
+			if (left <= 0) {
+				timeout_ms = 0; /* one last non-blocking look */
+				continue;
+			}
+		}
+		if (!sleep_ok(p))
+			continue;
+		rc = amio__backend_enter(p, true, left);
+		ck_pr_fas_32(&p->state, AMIO__RUNNING);
+		if (rc < 0 && rc != -ETIME && rc != -EINTR)
+			return rc;
+		reap(p);
+		if (p->out_n)
+			return (int)p->out_n;
+	}
+}
+
+/* Notifications reaped for other threads' inboxes must not wait for our next
+ * call to be submitted: ring their doorbells now. */
+static int finish(amio_poller *p, int rc)
+{
+	if (ring_touched(p)) {
+		AMIO__STAT_ADD(p, enters, 1);
+		(void)io_uring_submit(&p->be.ring);
+	}
+	p->out = NULL;
+	return rc;
+}
+
+int amio_poller_wait(amio_poller *p, amio_notification *out, size_t cap, int timeout_ms)
+{
+	int rc;
+
+	if (!p || !out || cap == 0 || timeout_ms < -1)
+		return -EINVAL;
+	if (ck_pr_load_32(&p->shutdown))
+		return -ESHUTDOWN;
+	rc = enable(p);
+	if (rc < 0)
+		return rc;
+	if (p->stash_n) {
+		size_t n = p->stash_n < cap ? p->stash_n : cap;
+
+		memcpy(out, p->stash, n * sizeof(*out));
+		memmove(p->stash, p->stash + n, (p->stash_n - n) * sizeof(*out));
+		p->stash_n -= n;
+		return (int)n;
+	}
+	p->out = out;
+	p->out_cap = cap;
+	p->out_n = 0;
+	return finish(p, poll_loop(p, timeout_ms));
+}
+
+int amio_poller_run(amio_poller *p)
+{
+	const size_t room = sizeof(p->stash) / sizeof(p->stash[0]);
+	int rc;
+
+	if (!p)
+		return -EINVAL;
+	if (ck_pr_load_32(&p->shutdown))
+		return -ESHUTDOWN;
+	rc = enable(p);
+	if (rc < 0)
+		return rc;
+	if (p->stash_n)
+		return 1;
+	p->out = p->stash;
+	p->out_cap = room;
+	p->out_n = 0;
+	rc = poll_loop(p, -1);
+	if (rc > 0)
+		p->stash_n = (size_t)rc;
+	return finish(p, rc > 0 ? 1 : rc);
+}

@@ -1,0 +1,270 @@
+/*
+ * Registrars: how a thread hands commands to the poller without a lock, gets
+ * ids at once, and (inbox mode) sleeps until the poller delivers its
+ * notifications.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define INCOMING_CLOSED ((struct amio_registrar *)1)
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- Lifetime ----------------------------------------------------------- */
+
+void amio__registrar_unref(amio_registrar *r)
+{
+	amio_poller *p = r->p;
+
+	if (ck_pr_faa_32(&r->refs, -1) != 1)
+		return;
+	amio__waiter_destroy(&r->waiter);
+	free(r->cmdq_buf);
+	free(r->inbox_buf);
+	free(r);
+	amio__poller_unref(p);
+}
+
+static int publish(amio_poller *p, amio_registrar *r)
+{
+	amio_registrar *head;
+
+	/* Lock-free push onto the poller's incoming stack; the poll thread
+	 * adopts the whole stack at its next iteration. */
+	do {
+		head = ck_pr_load_ptr(&p->incoming);
+		if (head == INCOMING_CLOSED)
+			return -ESHUTDOWN;
+		r->next_new = head;
+	} while (!ck_pr_cas_ptr(&p->incoming, head, r));
+	return 0;
+}
+
+int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out)
+{
+	amio_registrar *r;
+	int rc;
+
+	if (!p || !out || (flags & ~(uint32_t)AMIO_INBOX))
+		return -EINVAL;
+	if (ck_pr_load_32(&p->shutdown))
+		return -ESHUTDOWN;
+	r = aligned_alloc(AMIO__CACHELINE, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	memset(r, 0, sizeof(*r));
+	r->p = p;
+	r->flags = flags;
+	r->refs = 2; /* the owner and the poll thread */
+	r->cmdq_buf = calloc(p->queue_entries, sizeof(*r->cmdq_buf));
+	if (flags & AMIO_INBOX)
+		r->inbox_buf = calloc(p->inbox_entries, sizeof(*r->inbox_buf));
+	rc = (!r->cmdq_buf || ((flags & AMIO_INBOX) && !r->inbox_buf)) ? -ENOMEM : 0;
+	/* A ring to sleep on (inbox), or to send wakeups from (old kernels). */
+	if (rc == 0)
+		rc = amio__waiter_init(&r->waiter, (flags & AMIO_INBOX) || !p->be.ringless_msg);
+	if (rc < 0) {
+		free(r->cmdq_buf);
+		free(r->inbox_buf);
+		free(r);
+		return rc;
+	}
+	ck_ring_init(&r->cmdq, p->queue_entries);
+	if (flags & AMIO_INBOX)
+		ck_ring_init(&r->inbox, p->inbox_entries);
+	ck_pr_inc_32(&p->refs);
+	rc = publish(p, r);
+	if (rc < 0) {
+		r->refs = 1;
+		amio__registrar_unref(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+/* Calls that touch the ring fd or the registry run between enter() and
+ * leave(), so amio_poller_free() can wait for them before tearing down. */
+static int enter(amio_registrar *r)
+{
+	ck_pr_store_32(&r->in_call, 1);
+	/* in_call before the shutdown load; pairs with amio_poller_free(). */
+	ck_pr_fence_store_load();
+	if (ck_pr_load_32(&r->p->shutdown)) {
+		ck_pr_store_32(&r->in_call, 0);
+		return -ESHUTDOWN;
+	}
+	return 0;
+}
+
+static void leave(amio_registrar *r)
+{
+	/* Our ring and registry accesses before the poller may see us out. */
+	ck_pr_fence_release();
+	ck_pr_store_32(&r->in_call, 0);
+}
+
+void amio_registrar_free(amio_registrar *r)
+{
+	if (!r)
+		return;
+	if (enter(r) == 0) {
+		/* Commands queued so far happen before the poller sees closed. */
+		ck_pr_fence_store();
+		ck_pr_store_32(&r->closed, 1);
+		amio__poller_kick(r->p, r);
+		leave(r);
+	}
+	amio__registrar_unref(r);
+}
+
+/* ---- Commands ----------------------------------------------------------- */
+
+static bool queue_full(amio_registrar *r)
+{
+	/* The producer is this thread: room can only grow until we enqueue. */
+	return ck_ring_size(&r->cmdq) >= ck_ring_capacity(&r->cmdq) - 1;
+}
+
+static void push(amio_registrar *r, struct amio__cmd *c)
+{
+	bool ok = ck_ring_enqueue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, c);
+
+	(void)ok; /* room was checked by queue_full() */
+	amio__poller_kick(r->p, r);
+}
+
+static int check_events(uint32_t events)
+{
+	uint32_t mode = events & (AMIO_LEVEL | AMIO_ONESHOT);
+	uint32_t base = events & ~(uint32_t)(AMIO_LEVEL | AMIO_ONESHOT);
+
+	if (!(base & AMIO_BOTH) || (base & ~(uint32_t)AMIO_BOTH))
+		return -EINVAL;
+	if (mode == (AMIO_LEVEL | AMIO_ONESHOT))
+		return -EINVAL;
+	return 0;
+}
+
+int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data)
+{
+	struct amio__cmd c = {.op = AMIO__OP_REGISTER, .fd = fd, .events = events, .data = data};
+	int64_t id;
+	int rc;
+
+	if (fd < 0)
+		return -EBADF;
+	rc = check_events(events);
+	if (rc < 0)
+		return rc;
+	rc = enter(r);
+	if (rc < 0)
+		return rc;
+	if (queue_full(r)) {
+		leave(r);
+		return -EAGAIN;
+	}
+	id = amio__registry_alloc(&r->p->reg);
+	if (id > 0) {
+		c.id = (uint64_t)id;
+		push(r, &c);
+	}
+	leave(r);
+	return id;
+}
+
+int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events)
+{
+	struct amio__cmd c = {.op = AMIO__OP_REREGISTER, .id = id, .events = events};
+	int rc = check_events(events);
+
+	if (rc < 0)
+		return rc;
+	rc = enter(r);
+	if (rc < 0)
+		return rc;
+	if (queue_full(r))
+		rc = -EAGAIN;
+	else if (!amio__registry_live(&r->p->reg, id))
+		rc = -ENOENT;
+	else
+		push(r, &c);
+	leave(r);
+	return rc;
+}
+
+int amio_deregister(amio_registrar *r, uint64_t id)
+{
+	struct amio__cmd c = {.op = AMIO__OP_DEREGISTER, .id = id};
+	int rc = enter(r);
+
+	if (rc < 0)
+		return rc;
+	/* Check room first: a refused deregister leaves the id registered. */
+	if (queue_full(r))
+		rc = -EAGAIN;
+	else
+		rc = amio__registry_close(&r->p->reg, id);
+	if (rc == 0)
+		push(r, &c);
+	leave(r);
+	return rc;
+}
+
+/* ---- Inbox -------------------------------------------------------------- */
+
+static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap)
+{
+	size_t n = 0;
+
+	while (n < cap && ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &out[n]))
+		n++;
+	/* The poller parked notifications for lack of room: there is room now. */
+	if (n && ck_pr_load_32(&r->overflowed))
+		amio__poller_kick(r->p, r);
+	return (int)n;
+}
+
+int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, int timeout_ms)
+{
+	int64_t deadline = timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+	int n, rc;
+
+	if (!r || !(r->flags & AMIO_INBOX) || !out || cap == 0 || timeout_ms < -1)
+		return -EINVAL;
+	for (;;) {
+		int64_t left = -1;
+
+		n = pop_inbox(r, out, cap);
+		if (n)
+			return n;
+		if (ck_pr_load_32(&r->p->shutdown))
+			return -ESHUTDOWN;
+		if (timeout_ms == 0)
+			return 0;
+		if (timeout_ms > 0 && (left = deadline - now_ns()) <= 0)
+			return pop_inbox(r, out, cap);
+		ck_pr_store_32(&r->doorbell, AMIO__SLEEPING);
+		/* SLEEPING before the inbox re-check; pairs with the poller's
+		 * fence between its inbox store and doorbell load. */
+		ck_pr_fence_store_load();
+		if (ck_ring_size(&r->inbox)) {
+			ck_pr_store_32(&r->doorbell, AMIO__RUNNING);
+			continue;
+		}
+		rc = amio__waiter_wait(&r->waiter, left);
+		ck_pr_fas_32(&r->doorbell, AMIO__RUNNING);
+		if (rc < 0 && rc != -ETIME && rc != -EINTR)
+			return rc;
+	}
+}

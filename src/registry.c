@@ -1,0 +1,133 @@
+/*
+ * Ids and the id -> entry table: which slot and generation an id names, and
+ * how slots are taken on any thread and given back by the poll thread.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "internal.h"
+
+/* Reserve address space only: pages become resident as slots are first used,
+ * so a large max_registrations costs nothing until it is reached. */
+static void *reserve(size_t len)
+{
+	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return m == MAP_FAILED ? NULL : m;
+}
+
+static uint32_t pow2_above(uint32_t n)
+{
+	uint32_t v = 1;
+	while (v <= n)
+		v <<= 1;
+	return v;
+}
+
+int amio__registry_init(struct amio__registry *reg, uint32_t cap)
+{
+	uint32_t ring_size;
+
+	memset(reg, 0, sizeof(*reg));
+	if (cap == 0 || cap > AMIO__MAX_SLOTS)
+		return -EINVAL;
+	reg->cap = cap;
+	reg->words_len = (size_t)(cap + 1) * sizeof(uint64_t);
+	reg->entries_len = (size_t)(cap + 1) * sizeof(struct amio__entry);
+	/* A ck_ring of N holds N - 1: N > cap, so a freed slot always fits. */
+	ring_size = pow2_above(cap);
+	reg->free_len = (size_t)ring_size * sizeof(struct amio__slot_ref);
+	reg->words = reserve(reg->words_len);
+	reg->entries = reserve(reg->entries_len);
+	reg->free_buf = reserve(reg->free_len);
+	if (!reg->words || !reg->entries || !reg->free_buf) {
+		amio__registry_destroy(reg);
+		return -ENOMEM;
+	}
+	ck_ring_init(&reg->free_ring, ring_size);
+	reg->fresh = 1; /* slot 0 is never used: id 0 is not an id */
+	return 0;
+}
+
+void amio__registry_destroy(struct amio__registry *reg)
+{
+	if (reg->words)
+		munmap(reg->words, reg->words_len);
+	if (reg->entries)
+		munmap(reg->entries, reg->entries_len);
+	if (reg->free_buf)
+		munmap(reg->free_buf, reg->free_len);
+	memset(reg, 0, sizeof(*reg));
+}
+
+int64_t amio__registry_alloc(struct amio__registry *reg)
+{
+	struct amio__slot_ref ref;
+	uint32_t slot;
+	uint64_t gen;
+
+	/* Freed slots first (the poller is the only producer, registrars are
+	 * many consumers: SPMC), then never-used ones. */
+	if (ck_ring_dequeue_spmc_amio_slot(&reg->free_ring, reg->free_buf, &ref)) {
+		slot = ref.slot;
+	} else {
+		uint64_t fresh = ck_pr_faa_64(&reg->fresh, 1);
+		if (fresh > reg->cap) {
+			/* Undo so the counter cannot run away under pressure. */
+			ck_pr_dec_64(&reg->fresh);
+			return -ENOSPC;
+		}
+		slot = (uint32_t)fresh;
+	}
+	/* The slot is ours alone until we publish LIVE; the store is atomic
+	 * because other threads may validate stale ids against it. */
+	gen = (ck_pr_load_64(&reg->words[slot]) >> 2) + 1;
+	ck_pr_store_64(&reg->words[slot], amio__slot_word(gen, AMIO__SLOT_LIVE));
+	return (int64_t)(gen << AMIO__SLOT_BITS | slot);
+}
+
+static bool id_in_range(const struct amio__registry *reg, uint64_t id)
+{
+	uint32_t slot = amio__id_slot(id);
+	return slot != 0 && slot <= reg->cap && amio__id_gen(id) != 0 &&
+	       amio__id_gen(id) < (UINT64_C(1) << (64 - AMIO__SLOT_BITS - 1));
+}
+
+bool amio__registry_live(const struct amio__registry *reg, uint64_t id)
+{
+	if (!id_in_range(reg, id))
+		return false;
+	return ck_pr_load_64(&reg->words[amio__id_slot(id)]) ==
+	       amio__slot_word(amio__id_gen(id), AMIO__SLOT_LIVE);
+}
+
+int amio__registry_close(struct amio__registry *reg, uint64_t id)
+{
+	uint64_t live, closing;
+
+	if (!id_in_range(reg, id))
+		return -ENOENT;
+	live = amio__slot_word(amio__id_gen(id), AMIO__SLOT_LIVE);
+	closing = amio__slot_word(amio__id_gen(id), AMIO__SLOT_CLOSING);
+	/* Full CAS: the winner's later command enqueue is ordered after it, and
+	 * the poll thread's reap-time load sees CLOSING from then on. */
+	return ck_pr_cas_64(&reg->words[amio__id_slot(id)], live, closing) ? 0 : -ENOENT;
+}
+
+void amio__registry_release(struct amio__registry *reg, uint32_t slot)
+{
+	struct amio__entry *e = &reg->entries[slot];
+	struct amio__slot_ref ref = {slot};
+	uint32_t armgen = e->armgen;
+	bool ok;
+
+	/* armgen survives reuse: a POLL_REMOVE still queued for the old poll
+	 * names (slot, old armgen) and must never match the next poll. */
+	memset(e, 0, sizeof(*e));
+	e->armgen = armgen;
+	/* Release order inside ck_ring: the entry reset above is visible to the
+	 * registrar that dequeues the slot. Never fails: the ring holds cap. */
+	ok = ck_ring_enqueue_spmc_amio_slot(&reg->free_ring, reg->free_buf, &ref);
+	(void)ok;
+}

@@ -1,0 +1,44 @@
+/* Names for the error codes amio returns, in amio's own words. */
+#include <errno.h>
+#include <string.h>
+
+#include "amio.h"
+
+const char *amio_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+	case -EAGAIN:
+		return "-EAGAIN: queue full or nothing ready; let the other side run, then retry";
+	case -EBADF:
+		return "-EBADF: not an open file descriptor";
+	case -EINVAL:
+		return "-EINVAL: invalid argument (events, flags, size or timeout)";
+	case -ENOENT:
+		return "-ENOENT: unknown, finished or deregistered id";
+	case -ENOSPC:
+		return "-ENOSPC: max_registrations ids are live";
+	case -ENOMEM:
+		return "-ENOMEM: out of memory";
+	case -ESHUTDOWN:
+		return "-ESHUTDOWN: the poller was freed";
+	case -EEXIST:
+		return "-EEXIST: the poller is used from a second thread (SINGLE_ISSUER ring)";
+	case -EBUSY:
+		return "-EBUSY: the kernel took no SQE (submission queue full after a retry)";
+	case -ENOSYS:
+		return "-ENOSYS: io_uring is not available (kernel or seccomp)";
+	case -EPERM:
+		return "-EPERM: io_uring is disabled for this process (sysctl "
+		       "kernel.io_uring_disabled)";
+	case -EPIPE:
+		return "-EPIPE: the other end is closed";
+	case -EMSGSIZE:
+		return "-EMSGSIZE: frame or line longer than the configured maximum";
+	case -ENOBUFS:
+		return "-ENOBUFS: writer queue limit reached; wait for AMIO_WRITE and flush";
+	default:
+		return err < 0 ? strerror(-err) : "not an error code";
+	}
+}

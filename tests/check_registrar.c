@@ -1,0 +1,264 @@
+/* Registrars on other threads than the poller: Amy's multithread scenario and
+ * concurrent register/deregister with exact accounting of notifications. */
+#include <pthread.h>
+
+#include "amio_test.h"
+
+/* A tiny blocking mailbox: the poll thread forwards notifications to a worker,
+ * as Amy's examples do with a channel. */
+struct mailbox {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	amio_notification q[64];
+	int n;
+};
+
+static void mb_put(struct mailbox *m, const amio_notification *n)
+{
+	pthread_mutex_lock(&m->mu);
+	ck_assert_int_lt(m->n, 64);
+	m->q[m->n++] = *n;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+}
+
+static amio_notification mb_get(struct mailbox *m)
+{
+	amio_notification n;
+	struct timespec dl;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 5;
+	pthread_mutex_lock(&m->mu);
+	while (m->n == 0)
+		ck_assert_int_eq(pthread_cond_timedwait(&m->cv, &m->mu, &dl), 0);
+	n = m->q[0];
+	memmove(m->q, m->q + 1, (size_t)--m->n * sizeof(n));
+	pthread_mutex_unlock(&m->mu);
+	return n;
+}
+
+struct scenario {
+	amio_poller *p;
+	struct mailbox mb;
+	int done;
+};
+
+static void *amy_worker(void *arg)
+{
+	struct scenario *s = arg;
+	amio_registrar *r;
+	amio_notification n;
+	uint16_t port;
+	char line[16];
+	int64_t lid, cid;
+	int lfd, client, conn;
+
+	ck_assert_int_eq(amio_registrar_new(s->p, 0, &r), 0);
+	usleep(50000); /* the poller is blocked in wait by now */
+	lfd = t_listen(&port);
+	lid = amio_register(r, lfd, AMIO_READ, NULL);
+	ck_assert_int_gt(lid, 0);
+	client = t_connect(port);
+
+	n = mb_get(&s->mb);
+	ck_assert_uint_eq(n.id, (uint64_t)lid);
+	ck_assert_uint_eq(n.events, AMIO_READ);
+	conn = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
+	ck_assert_int_ge(conn, 0);
+	cid = amio_register(r, conn, AMIO_READ, NULL);
+	ck_assert_int_gt(cid, 0);
+	t_write_str(client, "hello\n");
+
+	n = mb_get(&s->mb);
+	ck_assert_uint_eq(n.id, (uint64_t)cid);
+	ck_assert_uint_eq(n.events, AMIO_READ);
+	ck_assert_int_eq(read(conn, line, sizeof(line)), 6);
+	ck_assert_int_eq(memcmp(line, "hello\n", 6), 0);
+	ck_assert_int_eq(amio_reregister(r, (uint64_t)cid, AMIO_WRITE), 0);
+
+	n = mb_get(&s->mb);
+	ck_assert_uint_eq(n.id, (uint64_t)cid);
+	ck_assert_uint_eq(n.events, AMIO_WRITE);
+	ck_pr_store_int(&s->done, 1);
+
+	usleep(1200000); /* outlive the poller's final wait(1000) */
+	amio_deregister(r, (uint64_t)cid);
+	amio_deregister(r, (uint64_t)lid);
+	amio_registrar_free(r);
+	close(conn);
+	close(client);
+	close(lfd);
+	return NULL;
+}
+
+START_TEST(amy_multithread_scenario_reports_exactly_what_happened)
+{
+	struct scenario s = {0};
+	amio_notification n[8];
+	pthread_t w;
+	int fds_before = t_count_fds();
+
+	pthread_mutex_init(&s.mb.mu, NULL);
+	pthread_cond_init(&s.mb.cv, NULL);
+	s.p = t_poller(NULL);
+	ck_assert_int_eq(pthread_create(&w, NULL, amy_worker, &s), 0);
+	/* Listener readable, connection readable, connection writable. */
+	for (int got = 0; got < 3;) {
+		int rc = amio_poller_wait(s.p, n, 8, 5000);
+		ck_assert_int_gt(rc, 0);
+		for (int i = 0; i < rc; i++)
+			mb_put(&s.mb, &n[i]);
+		got += rc;
+	}
+	/* Exactly one write notification: nothing else comes. */
+	ck_assert_int_eq(amio_poller_wait(s.p, n, 8, 1000), 0);
+	ck_assert(ck_pr_load_int(&s.done));
+	ck_assert_int_eq(s.mb.n, 0);
+	pthread_join(w, NULL);
+	amio_poller_free(s.p);
+	ck_assert_int_eq(t_count_fds(), fds_before);
+}
+END_TEST
+
+/* ---- 4 threads registering and deregistering at once ------------------- */
+
+enum { THREADS = 4, CYCLES = 10000 };
+
+struct record {
+	uint64_t id;      /* written by the worker after register returns */
+	uint64_t dead_at; /* epoch when deregister returned; 0 while live */
+	uint32_t seen;    /* notifications, counted by the poll thread */
+	uint64_t seen_id; /* the id the poll thread saw */
+};
+
+struct churn {
+	amio_poller *p;
+	struct record *rec; /* THREADS x CYCLES */
+	uint64_t epoch;     /* bumped after every deregister */
+	int running;
+};
+
+struct churn_arg {
+	struct churn *c;
+	int t;
+};
+
+static void *churner(void *arg)
+{
+	struct churn_arg *a = arg;
+	struct churn *c = a->c;
+	amio_registrar *r;
+	int sv[2];
+
+	ck_assert_int_eq(amio_registrar_new(c->p, 0, &r), 0);
+	for (int i = 0; i < CYCLES; i++) {
+		struct record *rec = &c->rec[a->t * CYCLES + i];
+		int64_t id;
+
+		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+		ck_assert_int_eq(write(sv[0], "x", 1), 1); /* readable: a notification */
+		while ((id = amio_register(r, sv[1], AMIO_READ, rec)) == -EAGAIN)
+			sched_yield();
+		ck_assert_int_gt(id, 0);
+		rec->id = (uint64_t)id;
+		if (i % 3 == 0)
+			usleep(20); /* sometimes let the notification come */
+		while (amio_deregister(r, (uint64_t)id) == -EAGAIN)
+			sched_yield();
+		/* Everything reaped from now on must not report this record. */
+		ck_pr_store_64(&rec->dead_at, ck_pr_faa_64(&c->epoch, 1) + 1);
+		close(sv[0]);
+		close(sv[1]);
+	}
+	amio_registrar_free(r);
+	ck_pr_dec_int(&c->running);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+START_TEST(four_threads_register_and_deregister_while_the_poller_waits)
+{
+	struct churn c = {0};
+	struct churn_arg args[THREADS];
+	pthread_t th[THREADS];
+	amio_notification n[256];
+	uint64_t notes = 0, *ids;
+	int fds_before = t_count_fds(), rc = 1;
+
+	c.p = t_poller(NULL);
+	c.running = THREADS;
+	c.rec = calloc(THREADS * CYCLES, sizeof(*c.rec));
+	for (int t = 0; t < THREADS; t++) {
+		args[t] = (struct churn_arg){&c, t};
+		ck_assert_int_eq(pthread_create(&th[t], NULL, churner, &args[t]), 0);
+	}
+	while (rc > 0 || ck_pr_load_int(&c.running) > 0) {
+		/* Deregisters that returned before this wait began. */
+		uint64_t epoch = ck_pr_load_64(&c.epoch);
+
+		rc = amio_poller_wait(c.p, n, 256, 20);
+		ck_assert_int_ge(rc, 0);
+		for (int i = 0; i < rc; i++) {
+			struct record *rec = n[i].data;
+			uint64_t dead = ck_pr_load_64(&rec->dead_at);
+
+			ck_assert_msg(dead == 0 || dead > epoch,
+			              "notification for an id deregistered before the wait");
+			ck_assert_uint_eq(n[i].events & AMIO_ERROR, 0);
+			rec->seen++;
+			rec->seen_id = n[i].id;
+			notes++;
+		}
+	}
+	for (int t = 0; t < THREADS; t++)
+		pthread_join(th[t], NULL);
+	/* Each record was reported at most once (edge-triggered, one byte), for
+	 * its own id; and no id was handed out twice. */
+	ids = malloc(THREADS * CYCLES * sizeof(*ids));
+	for (int i = 0; i < THREADS * CYCLES; i++) {
+		ck_assert_uint_le(c.rec[i].seen, 1);
+		if (c.rec[i].seen)
+			ck_assert_uint_eq(c.rec[i].seen_id, c.rec[i].id);
+		ids[i] = c.rec[i].id;
+	}
+	qsort(ids, THREADS * CYCLES, sizeof(*ids), cmp_u64);
+	for (int i = 1; i < THREADS * CYCLES; i++)
+		ck_assert_uint_ne(ids[i - 1], ids[i]);
+	ck_assert_uint_gt(notes, 0);
+	fprintf(stderr, "churn: %d cycles, %llu notifications\n", THREADS * CYCLES,
+	        (unsigned long long)notes);
+	free(ids);
+	free(c.rec);
+	amio_poller_free(c.p);
+	ck_assert_int_eq(t_count_fds(), fds_before);
+}
+END_TEST
+
+static Suite *registrar_suite(void)
+{
+	Suite *s = suite_create("registrar");
+	TCase *tc;
+
+	tc = tcase_create("amy");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, amy_multithread_scenario_reports_exactly_what_happened);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("concurrency");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, four_threads_register_and_deregister_while_the_poller_waits);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	t_require_io_uring();
+	return t_run(registrar_suite());
+}

@@ -1,0 +1,139 @@
+/* The id table: ids from slot + generation, taken on any thread, given back
+ * by the poll thread, never reused. */
+#include <pthread.h>
+
+#include "amio_test.h"
+#include "internal.h"
+
+START_TEST(ids_carry_slot_and_a_fresh_generation_on_reuse)
+{
+	struct amio__registry reg;
+	int64_t a, b;
+
+	ck_assert_int_eq(amio__registry_init(&reg, 4), 0);
+	a = amio__registry_alloc(&reg);
+	ck_assert_int_gt(a, 0);
+	ck_assert(amio__registry_live(&reg, (uint64_t)a));
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)a), 0);
+	ck_assert(!amio__registry_live(&reg, (uint64_t)a));
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)a), -ENOENT);
+	amio__registry_release(&reg, amio__id_slot((uint64_t)a));
+	b = amio__registry_alloc(&reg);
+	ck_assert_uint_eq(amio__id_slot((uint64_t)b), amio__id_slot((uint64_t)a));
+	ck_assert_uint_eq(amio__id_gen((uint64_t)b), amio__id_gen((uint64_t)a) + 1);
+	ck_assert(!amio__registry_live(&reg, (uint64_t)a));
+	ck_assert(amio__registry_live(&reg, (uint64_t)b));
+	amio__registry_destroy(&reg);
+}
+END_TEST
+
+START_TEST(the_table_refuses_past_its_capacity_and_recovers)
+{
+	struct amio__registry reg;
+	int64_t ids[3];
+
+	ck_assert_int_eq(amio__registry_init(&reg, 3), 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_gt(ids[i] = amio__registry_alloc(&reg), 0);
+	ck_assert_int_eq(amio__registry_alloc(&reg), -ENOSPC);
+	ck_assert_int_eq(amio__registry_alloc(&reg), -ENOSPC);
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)ids[1]), 0);
+	amio__registry_release(&reg, amio__id_slot((uint64_t)ids[1]));
+	ck_assert_int_gt(amio__registry_alloc(&reg), 0);
+	ck_assert_int_eq(amio__registry_alloc(&reg), -ENOSPC);
+	amio__registry_destroy(&reg);
+}
+END_TEST
+
+START_TEST(unknown_and_malformed_ids_are_not_live)
+{
+	struct amio__registry reg;
+
+	ck_assert_int_eq(amio__registry_init(&reg, 8), 0);
+	ck_assert(!amio__registry_live(&reg, 0));
+	ck_assert(!amio__registry_live(&reg, 1)); /* generation 0 */
+	ck_assert(!amio__registry_live(&reg, UINT64_MAX));
+	ck_assert(!amio__registry_live(&reg, (UINT64_C(1) << AMIO__SLOT_BITS) | 9));
+	ck_assert_int_eq(amio__registry_close(&reg, 77), -ENOENT);
+	ck_assert_int_eq(amio__registry_init(&reg, 0), -EINVAL);
+	amio__registry_destroy(&reg);
+}
+END_TEST
+
+enum { ALLOCATORS = 4, PER = 50000 };
+
+struct alloc_arg {
+	struct amio__registry *reg;
+	int64_t *ids;
+};
+
+static void *allocate(void *arg)
+{
+	struct alloc_arg *a = arg;
+
+	for (int i = 0; i < PER; i++) {
+		while ((a->ids[i] = amio__registry_alloc(a->reg)) == -ENOSPC)
+			sched_yield();
+		ck_assert_int_gt(a->ids[i], 0);
+		ck_assert_int_eq(amio__registry_close(a->reg, (uint64_t)a->ids[i]), 0);
+	}
+	return NULL;
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+	int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+	return a < b ? -1 : a > b;
+}
+
+/* Registrars allocate concurrently while the "poll thread" recycles slots:
+ * the SPMC free ring must hand each freed slot to exactly one of them. */
+START_TEST(concurrent_allocation_never_hands_out_an_id_twice)
+{
+	struct amio__registry reg;
+	struct alloc_arg args[ALLOCATORS];
+	pthread_t th[ALLOCATORS];
+	int64_t *ids = calloc(ALLOCATORS * PER, sizeof(*ids));
+	int done = 0;
+
+	ck_assert_int_eq(amio__registry_init(&reg, 1024), 0);
+	for (int t = 0; t < ALLOCATORS; t++) {
+		args[t] = (struct alloc_arg){&reg, ids + t * PER};
+		ck_assert_int_eq(pthread_create(&th[t], NULL, allocate, &args[t]), 0);
+	}
+	/* Recycle every closed slot, as the poll thread does after final CQEs. */
+	while (done < ALLOCATORS * PER) {
+		done = 0;
+		for (uint32_t s = 1; s <= reg.cap; s++) {
+			uint64_t w = ck_pr_load_64(&reg.words[s]);
+			if ((w & 3) == AMIO__SLOT_CLOSING) {
+				ck_pr_store_64(&reg.words[s], (w & ~UINT64_C(3)) | AMIO__SLOT_FREE);
+				amio__registry_release(&reg, s);
+			}
+		}
+		for (int i = 0; i < ALLOCATORS * PER; i++)
+			done += ck_pr_load_64((uint64_t *)&ids[i]) != 0;
+	}
+	for (int t = 0; t < ALLOCATORS; t++)
+		pthread_join(th[t], NULL);
+	qsort(ids, ALLOCATORS * PER, sizeof(*ids), cmp_i64);
+	for (int i = 1; i < ALLOCATORS * PER; i++)
+		ck_assert_int_ne(ids[i - 1], ids[i]);
+	free(ids);
+	amio__registry_destroy(&reg);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("registry");
+	TCase *tc = tcase_create("ids");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, ids_carry_slot_and_a_fresh_generation_on_reuse);
+	tcase_add_test(tc, the_table_refuses_past_its_capacity_and_recovers);
+	tcase_add_test(tc, unknown_and_malformed_ids_are_not_live);
+	tcase_add_test(tc, concurrent_allocation_never_hands_out_an_id_twice);
+	suite_add_tcase(s, tc);
+	return t_run(s);
+}
