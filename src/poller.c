@@ -63,8 +63,8 @@ int amio_poller_new(amio_poller **out, const struct amio_poller_config *user_cfg
 	rc = config(&cfg, user_cfg);
 	if (rc < 0)
 		return rc;
-	p = aligned_alloc(AMIO__CACHELINE, sizeof(*p));
-	if (!p)
+	/* Cache-line aligned: the doorbell and counters have lines of their own. */
+	if (posix_memalign((void **)&p, AMIO__CACHELINE, sizeof(*p)) != 0)
 		return -ENOMEM;
 	memset(p, 0, sizeof(*p));
 	rc = amio__registry_init(&p->reg, cfg.max_registrations);
@@ -448,6 +448,26 @@ static void orphan_entries(amio_poller *p, amio_registrar *r)
 	}
 }
 
+static void drain_commands(amio_poller *p, amio_registrar *r);
+
+/* Forget a registrar the poller is about to drop: it may still be on the
+ * doorbell list from this iteration's reap. */
+static void retire(amio_poller *p, amio_registrar *r)
+{
+	drain_commands(p, r);
+	if (r->flags & AMIO_INBOX)
+		orphan_entries(p, r);
+	if (r->touched) {
+		amio_registrar **link = &p->touched;
+
+		while (*link != r)
+			link = &(*link)->next_touched;
+		*link = r->next_touched;
+		r->touched = false;
+	}
+	amio__registrar_unref(r);
+}
+
 static void drain_commands(amio_poller *p, amio_registrar *r)
 {
 	struct amio__cmd c;
@@ -480,11 +500,8 @@ static void drain(amio_poller *p)
 		if (ck_pr_load_32(&r->closed)) {
 			/* closed is stored after the owner's last enqueue. */
 			ck_pr_fence_load();
-			drain_commands(p, r);
-			if (r->flags & AMIO_INBOX)
-				orphan_entries(p, r);
 			*link = r->next;
-			amio__registrar_unref(r);
+			retire(p, r);
 			continue;
 		}
 		if (r->ovf_head)

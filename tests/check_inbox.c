@@ -187,6 +187,40 @@ START_TEST(freeing_an_inbox_registrar_deregisters_its_ids)
 }
 END_TEST
 
+/* A registrar freed while the poller is delivering to its inbox: the poller
+ * must forget it everywhere (doorbell list included) before freeing it. */
+START_TEST(freeing_an_inbox_registrar_mid_delivery_is_safe)
+{
+	int fds_before = t_count_fds();
+	amio_poller *p = t_poller(NULL);
+	pthread_t pt;
+
+	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	for (int round = 0; round < 300; round++) {
+		amio_registrar *r;
+		int sv[4][2];
+
+		ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+		for (int i = 0; i < 4; i++) {
+			ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv[i]),
+			                 0);
+			ck_assert_int_eq(write(sv[i][0], "x", 1), 1);
+			ck_assert_int_gt(amio_register(r, sv[i][1], AMIO_BOTH, NULL), 0);
+		}
+		if (round % 2)
+			usleep(200);
+		amio_registrar_free(r);
+		for (int i = 0; i < 4; i++) {
+			close(sv[i][0]);
+			close(sv[i][1]);
+		}
+	}
+	stop_poller(p, pt);
+	amio_poller_free(p);
+	ck_assert_int_eq(t_count_fds(), fds_before);
+}
+END_TEST
+
 START_TEST(registrar_wait_checks_its_arguments_and_times_out)
 {
 	amio_poller *p = t_poller(NULL);
@@ -219,6 +253,7 @@ static Suite *inbox_suite(void)
 	tcase_add_test(tc, a_full_inbox_holds_notifications_back_and_loses_none);
 	tcase_add_test(tc, run_hands_amy_mode_notifications_back_to_wait);
 	tcase_add_test(tc, freeing_an_inbox_registrar_deregisters_its_ids);
+	tcase_add_test(tc, freeing_an_inbox_registrar_mid_delivery_is_safe);
 	tcase_add_test(tc, registrar_wait_checks_its_arguments_and_times_out);
 	suite_add_tcase(s, tc);
 	return s;
