@@ -4,7 +4,7 @@ DEPS      := cmake gcc pkg-config liburing-dev libck-dev check
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean
+.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz
 
 all: build
 
@@ -37,8 +37,28 @@ test-asan: deps
 test-tsan: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build --preset tsan -j $(JOBS)
-	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
 	  ctest --output-on-failure -j $(JOBS) -L threads $(CTEST_ARGS)
+
+# Fuzzes the frame reader with libFuzzer (clang only, no CMake) for FUZZ_SECONDS,
+# on build/fuzz/corpus: the seeds of tests/corpus/frame plus what earlier runs found.
+# Debian's clang package does not pull in libFuzzer (libclang-rt-dev does).
+FUZZ_SECONDS ?= 60
+FUZZ_DEPS    := clang libclang-rt-dev
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=undefined -Wall -Wextra -Iinclude -Iframe
+
+fuzz:
+	@sh scripts/deps.sh $(FUZZ_DEPS)
+	@mkdir -p build/fuzz/corpus
+	@clang $(FUZZ_FLAGS) tests/fuzz_frame_reader.c frame/frame_reader.c frame/bytebuf.c \
+	  -o build/fuzz/fuzz_frame_reader
+	@cp tests/corpus/frame/* build/fuzz/corpus/
+	@echo "fuzz: running for $(FUZZ_SECONDS) s (log: build/fuzz/fuzz.log)"
+	@build/fuzz/fuzz_frame_reader -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=build/fuzz/ build/fuzz/corpus >build/fuzz/fuzz.log 2>&1 || \
+	  { tail -n 40 build/fuzz/fuzz.log; echo "fuzz: FAILED, input saved in build/fuzz/"; exit 1; }
+	@sed -n 's/^stat::number_of_executed_units: */fuzz: executions: /p' build/fuzz/fuzz.log
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

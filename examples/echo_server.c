@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ struct worker {
 	uint64_t echoed; /* bytes */
 };
 
-static volatile int stopping;
+static atomic_int stopping; /* set by main on SIGINT/SIGTERM */
 
 static int die(const char *what, int err)
 {

@@ -59,8 +59,7 @@ int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out)
 		return -EINVAL;
 	if (ck_pr_load_32(&p->shutdown))
 		return -ESHUTDOWN;
-	r = aligned_alloc(AMIO__CACHELINE, sizeof(*r));
-	if (!r)
+	if (posix_memalign((void **)&r, AMIO__CACHELINE, sizeof(*r)) != 0)
 		return -ENOMEM;
 	memset(r, 0, sizeof(*r));
 	r->p = p;
