@@ -36,6 +36,8 @@ const char *amio_strerror(int err)
 		return "-EPIPE: the other end is closed";
 	case -EMSGSIZE:
 		return "-EMSGSIZE: frame or line longer than the configured maximum";
+	case -EPROTO:
+		return "-EPROTO: the stream ended in the middle of a frame";
 	case -ENOBUFS:
 		return "-ENOBUFS: writer queue limit reached; wait for AMIO_WRITE and flush";
 	default:

@@ -1,0 +1,113 @@
+/* Where does the next length-prefixed frame start and end, and when may the
+ * reader buffer more? Parsing and stream-state rules on top of bytebuf. */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+
+#include "bytebuf.h"
+
+#define HDR 4u
+
+static uint32_t load_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* The bytebuf need function, also the parser: 0 = a complete frame starts the
+ * buffer, > 0 = bytes the frame at the front needs in total, -EMSGSIZE. The
+ * oversized header is found before any of its payload makes the buffer grow,
+ * since growing asks this function first. */
+static ssize_t frame_need(void *owner)
+{
+	struct amio_frame_reader *fr = owner;
+	size_t avail = amio__bytebuf_len(&fr->buf);
+	uint32_t len;
+
+	if (fr->err)
+		return fr->err;
+	if (avail < HDR)
+		return HDR;
+	len = load_be32(amio__bytebuf_head(&fr->buf));
+	if (len > fr->max_frame) {
+		fr->err = -EMSGSIZE; /* sticky: we no longer know where frames start */
+		return fr->err;
+	}
+	if (avail - HDR >= len)
+		return 0;
+	return (ssize_t)(HDR + len);
+}
+
+int amio_frame_reader_init(struct amio_frame_reader *fr, size_t max_frame)
+{
+	if (max_frame > UINT32_MAX)
+		max_frame = UINT32_MAX;
+	if (max_frame > SIZE_MAX - HDR || HDR + max_frame > SSIZE_MAX)
+		return -EINVAL;
+	amio__bytebuf_init(&fr->buf, max_frame + HDR);
+	fr->max_frame = max_frame;
+	fr->err = 0;
+	return 0;
+}
+
+void amio_frame_reader_destroy(struct amio_frame_reader *fr)
+{
+	amio__bytebuf_destroy(&fr->buf);
+}
+
+ssize_t amio_frame_reader_read(struct amio_frame_reader *fr, int fd)
+{
+	ssize_t n, need;
+
+	if (fr->err)
+		return fr->err;
+	if (!fr->buf.eof) {
+		n = amio__bytebuf_fill(&fr->buf, fd, frame_need, fr);
+		if (n != 0)
+			return n;
+	}
+	/* EOF is news only once no complete frame is waiting in front of it. */
+	need = frame_need(fr);
+	if (need < 0)
+		return need;
+	return need == 0 ? -ENOBUFS : 0;
+}
+
+ssize_t amio_frame_reader_feed(struct amio_frame_reader *fr, const void *buf, size_t len)
+{
+	if (fr->err)
+		return fr->err;
+	return amio__bytebuf_feed(&fr->buf, buf, len, frame_need, fr);
+}
+
+int amio_frame_reader_next(struct amio_frame_reader *fr, struct iovec *frame)
+{
+	ssize_t need = frame_need(fr);
+	unsigned char *head;
+	size_t len;
+
+	if (need < 0)
+		return (int)need;
+	if (need > 0) {
+		/* Bytes of an unfinished frame that no read can ever complete. */
+		if (fr->buf.eof && amio__bytebuf_len(&fr->buf) > 0)
+			return -EPROTO;
+		return 0;
+	}
+	head = amio__bytebuf_head(&fr->buf);
+	len = load_be32(head);
+	frame->iov_base = head + HDR;
+	frame->iov_len = len;
+	/* Only the indices move: the view stays valid until read/feed. */
+	amio__bytebuf_consume(&fr->buf, HDR + len);
+	return 1;
+}
+
+size_t amio_frame_reader_buffered(const struct amio_frame_reader *fr)
+{
+	return amio__bytebuf_len(&fr->buf);
+}
+
+size_t amio_frame_reader_capacity(const struct amio_frame_reader *fr)
+{
+	return fr->buf.cap;
+}

@@ -1,0 +1,478 @@
+/* Does the frame writer deliver exactly the frames given, in order, when the
+ * fd takes only part of them, and fail cleanly (no SIGPIPE, bounded queue)? */
+#include <pthread.h>
+
+#include "frame_util.h"
+
+#define MiB (1024u * 1024u)
+
+/* Reads everything the peer end holds now (non-blocking) into got. */
+static void drain_peer(int fd, unsigned char *got, size_t cap, size_t *len)
+{
+	for (;;) {
+		ssize_t n = recv(fd, got + *len, cap - *len, MSG_DONTWAIT);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		ck_assert_msg(n > 0, "peer recv: %zd %s", n, strerror(errno));
+		*len += (size_t)n;
+		ck_assert_uint_le(*len, cap);
+		if (*len == cap)
+			return;
+	}
+}
+
+/* Flushes fw into fd while the peer drains it, until nothing is queued. */
+static void flush_while_draining(struct amio_frame_writer *fw, int fd, int peer, unsigned char *got,
+                                 size_t cap, size_t *len)
+{
+	ssize_t q;
+
+	do {
+		drain_peer(peer, got, cap, len);
+		q = amio_frame_writer_flush(fw, fd);
+		ck_assert_int_ge(q, 0);
+		ck_assert_uint_eq((size_t)q, amio_frame_writer_queued(fw));
+	} while (q > 0);
+	drain_peer(peer, got, cap, len);
+}
+
+static void encode(unsigned char *dst, const void *msg, size_t len)
+{
+	fu_put_be32(dst, (uint32_t)len);
+	memcpy(dst + FU_HDR, msg, len);
+}
+
+static void shrink_sndbuf(int fd)
+{
+	int one = 1;
+
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)), 0);
+}
+
+/* --- Amy's cases -------------------------------------------------------------- */
+
+START_TEST(test_flushing_an_empty_writer_returns_0_queued)
+{
+	struct amio_frame_writer fw;
+	unsigned char got[16], want[16];
+	size_t len = 0;
+	int sv[2];
+
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1024), 0);
+	ck_assert_int_eq(amio_frame_writer_flush(&fw, sv[0]), 0);
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), 0);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], "Hello World", 11), 0);
+	ck_assert_int_eq(amio_frame_writer_flush(&fw, sv[0]), 0);
+	drain_peer(sv[1], got, sizeof(got), &len);
+	encode(want, "Hello World", 11);
+	fu_assert_bytes(got, len, want, 15, "stream", 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_a_partly_taken_frame_is_reported_and_flush_delivers_the_frames_in_order)
+{
+	static unsigned char big[100000], want[FU_HDR + 100000 + FU_HDR + 6], got[sizeof(want)];
+	struct amio_frame_writer fw;
+	ssize_t q1, q2;
+	size_t i, len = 0;
+	int sv[2];
+
+	for (i = 0; i < sizeof(big); i++)
+		big[i] = (unsigned char)(i * 31 + 7);
+	encode(want, big, sizeof(big));
+	encode(want + FU_HDR + sizeof(big), "second", 6);
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1 * MiB), 0);
+	q1 = amio_frame_writer_write(&fw, sv[0], big, sizeof(big));
+	ck_assert_int_gt(q1, 0); /* the socket took part of it */
+	ck_assert_int_lt(q1, (ssize_t)(FU_HDR + sizeof(big)));
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), (size_t)q1);
+	q2 = amio_frame_writer_write(&fw, sv[0], "second", 6);
+	ck_assert_int_eq(q2, q1 + FU_HDR + 6); /* appended behind the first */
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	fu_assert_bytes(got, len, want, sizeof(want), "stream", 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+/* --- short writes against a slow peer thread ---------------------------------- */
+
+struct peer {
+	int fd;
+	unsigned char *got;
+	size_t cap, len; /* cap is one more than expected, to catch extra bytes */
+	int err;         /* errno of a failed read; asserted by the test thread */
+};
+
+/* Reads until EOF in random small pieces, pausing now and then. */
+static void *slow_peer(void *arg)
+{
+	struct peer *p = arg;
+	uint64_t rng = 99;
+	unsigned reads = 0;
+
+	for (;;) {
+		size_t want = 1 + (size_t)(fu_rand(&rng) % 8192);
+		ssize_t n;
+
+		if (want > p->cap - p->len)
+			want = p->cap - p->len;
+		n = read(p->fd, p->got + p->len, want);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			p->err = n < 0 ? errno : 0;
+			return NULL;
+		}
+		p->len += (size_t)n;
+		if (++reads % 32 == 0)
+			usleep(200);
+	}
+}
+
+struct pump_stats {
+	size_t short_writes, enobufs;
+};
+
+/* Writes every frame of st, backing off on -ENOBUFS until the fd is writable. */
+static void pump(int fd, const struct fu_stream *st, size_t max_queued, struct pump_stats *sx)
+{
+	struct amio_frame_writer fw;
+	size_t i, before;
+	ssize_t q;
+
+	ck_assert_int_eq(amio_frame_writer_init(&fw, max_queued), 0);
+	for (i = 0; i < st->n; i++) {
+		for (;;) {
+			before = amio_frame_writer_queued(&fw);
+			q = amio_frame_writer_write(&fw, fd, st->bytes + st->off[i], st->size[i]);
+			if (q >= 0)
+				break;
+			FU_CHECK(q == -ENOBUFS, "write: %zd", q);
+			FU_CHECK(amio_frame_writer_queued(&fw) <= before, "-ENOBUFS queued bytes");
+			sx->enobufs++;
+			fu_wait(fd, POLLOUT);
+			FU_CHECK(amio_frame_writer_flush(&fw, fd) >= 0, "flush failed");
+		}
+		FU_CHECK((size_t)q == amio_frame_writer_queued(&fw), "queued %zd", q);
+		FU_CHECK((size_t)q <= max_queued, "queue over its limit: %zd", q);
+		sx->short_writes += q > 0;
+	}
+	while ((q = amio_frame_writer_flush(&fw, fd)) > 0)
+		fu_wait(fd, POLLOUT);
+	ck_assert_int_eq(q, 0);
+	amio_frame_writer_destroy(&fw);
+}
+
+/* 10 MiB of frames from wfd to a slow reader on rfd, compared byte by byte. */
+static void stream_10mb(int wfd, int rfd, const char *what)
+{
+	uint64_t rng = fu_seed(what);
+	struct pump_stats sx = {0};
+	struct fu_stream st;
+	struct peer p = {.fd = rfd};
+	pthread_t th;
+
+	fu_stream_make_total(&st, 10 * MiB, 70000, &rng);
+	p.cap = st.len + 1;
+	p.got = malloc(p.cap);
+	ck_assert_ptr_nonnull(p.got);
+	ck_assert_int_eq(pthread_create(&th, NULL, slow_peer, &p), 0);
+	pump(wfd, &st, 256 * 1024, &sx);
+	close(wfd); /* EOF ends the peer */
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_eq(p.err, 0);
+	printf("%s: %zu frames, %zu bytes, %zu short writes, %zu -ENOBUFS\n", what, st.n, st.len,
+	       sx.short_writes, sx.enobufs);
+	fu_assert_bytes(p.got, p.len, st.bytes, st.len, "stream", 0);
+	ck_assert_uint_gt(sx.short_writes, 0);
+	ck_assert_uint_gt(sx.enobufs, 0);
+	free(p.got);
+	fu_stream_free(&st);
+	close(rfd);
+}
+
+START_TEST(test_10_mib_of_frames_reach_a_slow_tcp_peer_through_a_minimal_sndbuf)
+{
+	int a, b;
+
+	fu_tcp_pair(&a, &b, 1, 1); /* both clamped to the kernel minimum */
+	stream_10mb(a, b, "tcp");
+}
+END_TEST
+
+START_TEST(test_10_mib_of_frames_reach_a_slow_unix_socket_peer_through_a_minimal_sndbuf)
+{
+	int sv[2];
+
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	stream_10mb(sv[0], sv[1], "unix");
+}
+END_TEST
+
+START_TEST(test_10_mib_of_frames_reach_a_slow_reader_through_a_pipe_shrunk_to_one_page)
+{
+	int pfd[2];
+
+	ck_assert_int_eq(pipe(pfd), 0);
+	ck_assert_int_ge(fcntl(pfd[1], F_SETPIPE_SZ, (int)sysconf(_SC_PAGESIZE)), 0);
+	ck_assert_int_eq(fcntl(pfd[1], F_GETPIPE_SZ), (int)sysconf(_SC_PAGESIZE));
+	fu_set_nonblock(pfd[1]);
+	stream_10mb(pfd[1], pfd[0], "pipe");
+}
+END_TEST
+
+START_TEST(test_enobufs_past_max_queued_queues_nothing_and_the_writer_works_once_drained)
+{
+	static unsigned char frame[5000], want[64 * (FU_HDR + 5000)], got[sizeof(want)];
+	struct amio_frame_writer fw;
+	size_t k = 0, wlen = 0, len = 0, before;
+	ssize_t q;
+	int sv[2];
+
+	memset(frame, 'f', sizeof(frame));
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 16384), 0);
+	for (;;) {
+		frame[0] = (unsigned char)k; /* tell the frames apart */
+		before = amio_frame_writer_queued(&fw);
+		q = amio_frame_writer_write(&fw, sv[0], frame, sizeof(frame));
+		if (q < 0)
+			break;
+		encode(want + wlen, frame, sizeof(frame));
+		wlen += FU_HDR + sizeof(frame);
+		ck_assert_uint_lt(++k, 64);
+	}
+	ck_assert_int_eq(q, -ENOBUFS);
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), before); /* nothing queued */
+	ck_assert_uint_gt(before, 16384 - (FU_HDR + sizeof(frame)));
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], "after", 5), 0);
+	encode(want + wlen, "after", 5);
+	wlen += FU_HDR + 5;
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	fu_assert_bytes(got, len, want, wlen, "stream", 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+/* --- errors --------------------------------------------------------------------- */
+
+START_TEST(test_writing_after_the_peer_closed_returns_epipe_without_sigpipe)
+{
+	struct amio_frame_writer fw;
+	int sv[2];
+
+	fu_socketpair(sv);
+	close(sv[1]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1024), 0);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], "anyone?", 7), -EPIPE);
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), 0);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], "", 0), -EPIPE);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+}
+END_TEST
+
+START_TEST(test_a_queue_left_when_the_peer_closes_gives_epipe_and_destroy_is_safe)
+{
+	static unsigned char big[200000];
+	struct amio_frame_writer fw;
+	ssize_t q;
+	int sv[2];
+
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1 * MiB), 0);
+	q = amio_frame_writer_write(&fw, sv[0], big, sizeof(big));
+	ck_assert_int_gt(q, 0);
+	close(sv[1]);
+	ck_assert_int_eq(amio_frame_writer_flush(&fw, sv[0]), -EPIPE);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], "x", 1), -EPIPE);
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), (size_t)q); /* unchanged */
+	amio_frame_writer_destroy(&fw);                              /* LSan checks the rest */
+	close(sv[0]);
+}
+END_TEST
+
+START_TEST(test_writing_to_a_closed_tcp_peer_ends_in_epipe_or_econnreset)
+{
+	struct amio_frame_writer fw;
+	ssize_t q = 0;
+	int a, b, i;
+
+	fu_tcp_pair(&a, &b, 0, 0);
+	close(b);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1 * MiB), 0);
+	/* The first send may still succeed: the peer's RST answers it. */
+	for (i = 0; i < 200 && q >= 0; i++) {
+		q = amio_frame_writer_write(&fw, a, "ping", 4);
+		if (q >= 0)
+			usleep(5000);
+	}
+	ck_assert_msg(q == -EPIPE || q == -ECONNRESET, "write returned %zd", q);
+	amio_frame_writer_destroy(&fw);
+	close(a);
+}
+END_TEST
+
+START_TEST(test_a_frame_that_cannot_fit_in_max_queued_gives_enobufs)
+{
+	static unsigned char msg[97];
+	struct amio_frame_writer fw;
+	unsigned char got[200];
+	size_t len = 0;
+	int sv[2];
+
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 3), -EINVAL);
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 100), 0);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], msg, 97), -ENOBUFS);
+	ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], msg, 96), 0);
+	drain_peer(sv[1], got, sizeof(got), &len);
+	ck_assert_uint_eq(len, 100); /* only the frame that fit went out */
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+/* --- zero-length frames --------------------------------------------------------- */
+
+START_TEST(test_runs_of_zero_length_frames_are_written_as_bare_headers)
+{
+	static unsigned char got[4096], zeros[4000];
+	struct amio_frame_writer fw;
+	size_t len = 0;
+	int sv[2], i;
+
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 64), 0);
+	/* Each 4-byte send costs a whole skb of AF_UNIX send buffer, so even
+	 * these fill the socket: the writer queues and never stalls. */
+	for (i = 0; i < 1000; i++) {
+		ssize_t q = amio_frame_writer_write(&fw, sv[0], NULL, 0);
+
+		ck_assert_int_ge(q, 0);
+		if (q > 0)
+			flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	}
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	fu_assert_bytes(got, len, zeros, sizeof(zeros), "stream", 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_zero_length_frames_behind_a_partial_frame_keep_their_order)
+{
+	static unsigned char big[100000], want[FU_HDR + 100000 + 10 * FU_HDR + FU_HDR + 3],
+	    got[sizeof(want)];
+	struct amio_frame_writer fw;
+	size_t len = 0, wlen;
+	ssize_t q;
+	int sv[2], i;
+
+	memset(big, 'b', sizeof(big));
+	memset(want, 0, sizeof(want));
+	encode(want, big, sizeof(big));
+	wlen = FU_HDR + sizeof(big) + 10 * FU_HDR;
+	encode(want + wlen, "end", 3);
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1 * MiB), 0);
+	q = amio_frame_writer_write(&fw, sv[0], big, sizeof(big));
+	ck_assert_int_gt(q, 0);
+	for (i = 0; i < 10; i++) /* each is queued behind it: 4 more bytes */
+		ck_assert_int_eq(amio_frame_writer_write(&fw, sv[0], "", 0), q + 4 * (i + 1));
+	ck_assert_int_gt(amio_frame_writer_write(&fw, sv[0], "end", 3), 0);
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	fu_assert_bytes(got, len, want, sizeof(want), "stream", 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_a_stream_of_only_zero_length_frames_round_trips_through_the_reader)
+{
+	struct amio_frame_writer fw;
+	struct amio_frame_reader fr;
+	struct iovec f;
+	size_t sent = 0, seen = 0;
+	ssize_t q = 0;
+	int sv[2], r;
+
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	fu_set_nonblock(sv[1]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 4096), 0);
+	ck_assert_int_eq(amio_frame_reader_init(&fr, 0), 0);
+	while (seen < 100000) {
+		while (sent < 100000 && (q = amio_frame_writer_write(&fw, sv[0], NULL, 0)) >= 0)
+			sent++;
+		FU_CHECK(sent == 100000 || q == -ENOBUFS, "write: %zd", q);
+		FU_CHECK(amio_frame_writer_flush(&fw, sv[0]) >= 0, "flush");
+		FU_CHECK(amio_frame_reader_read(&fr, sv[1]) != 0, "early EOF");
+		while ((r = amio_frame_reader_next(&fr, &f)) == 1)
+			seen++;
+		FU_CHECK(r == 0 && seen <= sent, "next %d, seen %zu of %zu", r, seen, sent);
+	}
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), 0);
+	ck_assert_int_eq(amio_frame_reader_read(&fr, sv[1]), -EAGAIN);
+	amio_frame_reader_destroy(&fr);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+static Suite *frame_writer_suite(void)
+{
+	Suite *s = suite_create("frame_writer");
+	TCase *tc;
+
+	tc = fu_tcase(s, "partial_writes", 10);
+	tcase_add_test(tc, test_flushing_an_empty_writer_returns_0_queued);
+	tcase_add_test(
+	    tc, test_a_partly_taken_frame_is_reported_and_flush_delivers_the_frames_in_order);
+
+	tc = fu_tcase(s, "short_writes", 120);
+	tcase_add_test(tc, test_10_mib_of_frames_reach_a_slow_tcp_peer_through_a_minimal_sndbuf);
+	tcase_add_test(
+	    tc, test_10_mib_of_frames_reach_a_slow_unix_socket_peer_through_a_minimal_sndbuf);
+	tcase_add_test(tc,
+	               test_10_mib_of_frames_reach_a_slow_reader_through_a_pipe_shrunk_to_one_page);
+	tcase_add_test(
+	    tc, test_enobufs_past_max_queued_queues_nothing_and_the_writer_works_once_drained);
+
+	tc = fu_tcase(s, "errors", 10);
+	tcase_add_test(tc, test_writing_after_the_peer_closed_returns_epipe_without_sigpipe);
+	tcase_add_test(tc, test_a_queue_left_when_the_peer_closes_gives_epipe_and_destroy_is_safe);
+	tcase_add_test(tc, test_writing_to_a_closed_tcp_peer_ends_in_epipe_or_econnreset);
+	tcase_add_test(tc, test_a_frame_that_cannot_fit_in_max_queued_gives_enobufs);
+
+	tc = fu_tcase(s, "zero_length", 30);
+	tcase_add_test(tc, test_runs_of_zero_length_frames_are_written_as_bare_headers);
+	tcase_add_test(tc, test_zero_length_frames_behind_a_partial_frame_keep_their_order);
+	tcase_add_test(tc, test_a_stream_of_only_zero_length_frames_round_trips_through_the_reader);
+	return s;
+}
+
+int main(void)
+{
+	return fu_run(frame_writer_suite());
+}
