@@ -64,6 +64,7 @@ typedef struct amio_notification {
 
 typedef struct amio_poller amio_poller;       /* one per poll thread */
 typedef struct amio_registrar amio_registrar; /* one per submitting thread */
+typedef struct amio_channel amio_channel;     /* many senders, one receiver */
 
 /* Poller configuration; zero fields take the defaults shown. */
 struct amio_poller_config {
@@ -73,12 +74,18 @@ struct amio_poller_config {
 	uint32_t inbox_entries;     /* per-inbox-registrar notification queue, holds N-1 (4096) */
 	uint32_t max_registrations; /* live ids at once, <= 2^24 - 1 (2^20 - 1) */
 	uint32_t flags;             /* AMIO_POLLER_* below, for tests and old kernels */
+	/* Before sleeping, the poll thread watches its queues this long (us),
+	 * so work arriving right after it went idle costs no wakeup syscall on
+	 * either side. 0 = default (50 us); AMIO_POLLER_NO_SPIN turns it off. */
+	uint32_t spin_us;
 };
 
 /* Poller flags: turn off a kernel feature to run the fallback path. */
 enum {
-	AMIO_POLLER_NO_DEFER_TASKRUN = 1u << 0, /* no SINGLE_ISSUER | DEFER_TASKRUN */
-	AMIO_POLLER_NO_RINGLESS_MSG = 1u << 1,  /* wake through a per-registrar ring */
+	AMIO_POLLER_NO_DEFER_TASKRUN = 1u << 0,     /* no SINGLE_ISSUER | DEFER_TASKRUN */
+	AMIO_POLLER_NO_RINGLESS_MSG = 1u << 1,      /* wake through a per-registrar ring */
+	AMIO_POLLER_NO_MULTISHOT_TIMEOUT = 1u << 2, /* re-arm interval timers each tick */
+	AMIO_POLLER_NO_SPIN = 1u << 3,              /* sleep at once when idle */
 };
 
 /* Registrar flags. */
@@ -225,6 +232,109 @@ AMIO_API int amio_deregister(amio_registrar *r, uint64_t id);
  */
 AMIO_API int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap,
                                  int timeout_ms);
+
+/* ---- Timers -----------------------------------------------------------
+ * Timers are io_uring timeouts on CLOCK_MONOTONIC, ids from the same space as
+ * sockets, notifications with AMIO_TIMER. The clock starts when the call is
+ * made (the caller's clock, not when the poller gets the command), and a timer
+ * never fires early. Cost per live timer: one registry entry (about 120 bytes
+ * in amio) plus one kernel request (about 300 bytes); no syscall of its own:
+ * its SQE and CQEs ride on the poller's io_uring_enter calls.
+ */
+
+/*
+ * One-shot timer: one AMIO_TIMER notification ms milliseconds from now. 0
+ * fires at once. The id is finished once it fired (amio_cancel_timer then
+ * returns -ENOENT).
+ * data: retained, returned in the notification.
+ * Returns: the id (> 0). Errors: -EINVAL (ms above 2^53), -EAGAIN (queue
+ * full), -ENOSPC, -ESHUTDOWN.
+ * Thread: the registrar's thread; wakes a sleeping poller (coalesced).
+ */
+AMIO_API int64_t amio_set_timeout(amio_registrar *r, uint64_t ms, void *data);
+
+/*
+ * Interval timer: an AMIO_TIMER notification every ms milliseconds, tick i at
+ * or after i x ms from now, re-armed without any call (IORING_TIMEOUT_MULTISHOT
+ * where the kernel has it). Ticks the poller could not report in time
+ * coalesce into one notification. Runs until amio_cancel_timer.
+ * Returns: the id (> 0). Errors: -EINVAL (ms 0 or above 2^53), -EAGAIN,
+ * -ENOSPC, -ESHUTDOWN.
+ * Thread: the registrar's thread.
+ */
+AMIO_API int64_t amio_set_interval(amio_registrar *r, uint64_t ms, void *data);
+
+/*
+ * Cancel a timer. Once this returns, no notification for id is returned or
+ * delivered (any already posted by the kernel is filtered at reap time).
+ * Returns: 0. Errors: -ENOENT (unknown id, not a timer, a one-shot that has
+ * fired, or already cancelled), -EAGAIN (queue full: the timer still runs),
+ * -ESHUTDOWN.
+ * Thread: the registrar's thread (any registrar of the poller).
+ */
+AMIO_API int amio_cancel_timer(amio_registrar *r, uint64_t id);
+
+/* ---- Channels ---------------------------------------------------------
+ * A bounded queue of fixed-size messages from any number of threads to one
+ * receiving thread that wakes the poller. Only the send that makes an empty
+ * (drained) channel non-empty raises a notification (AMIO_CHANNEL, routed like
+ * any id: amio_poller_wait or the creating registrar's inbox); later sends
+ * before the receiver drains cost no syscall. Drain with
+ * amio_channel_try_recv until -EAGAIN: that clears the channel, and a pending
+ * notification is then not reported (as Amy's channels behave).
+ */
+
+/*
+ * Create a channel holding up to capacity messages of msg_size bytes each
+ * (copied in and out). Registered through r: its id comes from r's id space
+ * and its notifications follow r's routing (inbox or Amy mode).
+ * data: retained, returned in notifications. *out: owned by the caller,
+ * freed with amio_channel_free().
+ * Returns: 0. Errors: -EINVAL (capacity or msg_size 0, capacity above 2^30,
+ * msg_size above 64 KiB), -ENOMEM, -EAGAIN (r's queue full), -ENOSPC,
+ * -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int amio_channel_new(amio_registrar *r, size_t capacity, size_t msg_size, void *data,
+                              amio_channel **out);
+
+/* The channel's id, as in its notifications. Thread: any thread. */
+AMIO_API uint64_t amio_channel_id(const amio_channel *ch);
+
+/*
+ * Copy msg (msg_size bytes, borrowed) into the channel without blocking.
+ * Returns: 0. Errors: -EAGAIN (full: nothing queued), -EPIPE (the channel
+ * was freed), -ESHUTDOWN (the poller was freed).
+ * Thread: any thread (many senders at once).
+ */
+AMIO_API int amio_channel_send(amio_channel *ch, const void *msg);
+
+/*
+ * Like amio_channel_send, but wait up to timeout_ms (-1: no limit) for room.
+ * Never call it on the thread that receives from ch (or on the poll thread
+ * when the poll thread receives): nobody would make room.
+ * Returns: 0. Errors: -ETIMEDOUT (still full after timeout_ms), -EPIPE,
+ * -ESHUTDOWN, -EINVAL (timeout_ms below -1).
+ * Thread: any thread but the receiver's.
+ */
+AMIO_API int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms);
+
+/*
+ * Take the oldest message into msg (msg_size bytes, borrowed).
+ * Returns: 0. Errors: -EAGAIN (empty: the channel is now drained and the next
+ * send raises a new notification), -EPIPE (freed).
+ * Thread: the one receiving thread.
+ */
+AMIO_API int amio_channel_try_recv(amio_channel *ch, void *msg);
+
+/*
+ * Close and free the receiving side: messages still queued are dropped,
+ * senders get -EPIPE from now on, no notification for the id is delivered.
+ * Senders may keep calling amio_channel_send(ch) until the poller is freed:
+ * a closed channel keeps a small handle (about 200 bytes) until then.
+ * Thread: the receiving thread.
+ */
+AMIO_API void amio_channel_free(amio_channel *ch);
 
 /* ---- Queries ---------------------------------------------------------- */
 

@@ -20,6 +20,7 @@ struct amio__backend {
 	struct io_uring ring;
 	bool ringless_msg;         /* IORING_REGISTER_SEND_MSG_RING works (6.13+) */
 	bool defer_taskrun;        /* ring set up SINGLE_ISSUER | DEFER_TASKRUN */
+	bool multishot_timeout;    /* IORING_TIMEOUT_MULTISHOT works (6.4+) */
 	int ring_fd;               /* copy readable by any thread (wakeup target) */
 	pthread_mutex_t stop_lock; /* stop from a thread with no ring, old kernels */
 	struct io_uring stop_ring;
@@ -40,9 +41,11 @@ void amio__backend_destroy(struct amio_poller *p);
 /* Enable the ring on the calling thread, which becomes the poll thread. */
 int amio__backend_enable(struct amio_poller *p);
 
-/* Queue a poll for entry slot with e->events (poll thread). 0 or -errno. */
+/* Queue the entry's kernel request (poll thread): a poll for sockets
+ * (e->events), a timeout for timers (absolute e->deadline_ns, or a multishot
+ * of e->period_ns once AMIO__E_TICKING). 0 or -errno. */
 int amio__backend_arm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
-/* Queue removal of the entry's poll; its final CQE still arrives. */
+/* Queue removal of the entry's request; its final CQE still arrives. */
 int amio__backend_disarm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
 /* Queue a wakeup of a sleeping waiter (poll thread). 0 or -errno. */
 int amio__backend_wake_waiter(struct amio_poller *p, struct amio__waiter *w);

@@ -12,7 +12,7 @@
  * kinds apart from MSG_RING wakeups (liburing 2.3 has no FLAGS_PASS helper);
  * armgen makes a poll's user_data unique while it is in flight, so removing it
  * by user_data can never hit its successor. */
-enum { TAG_POLL = 1, TAG_REMOVE = 2, TAG_WAKE = 3, TAG_MSG = 4 };
+enum { TAG_POLL = 1, TAG_REMOVE = 2, TAG_WAKE = 3, TAG_MSG = 4, TAG_TIMER = 5 };
 
 static inline uint64_t user_data(unsigned tag, uint32_t armgen, uint32_t slot)
 {
@@ -42,6 +42,26 @@ static bool probe_ringless_msg(void)
 	io_uring_prep_msg_ring(&sqe, target.ring_fd, 0, user_data(TAG_WAKE, 0, 0), 0);
 	ok = io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, &sqe, 1) >= 0;
 	io_uring_queue_exit(&target);
+	return ok;
+}
+
+/* IORING_TIMEOUT_MULTISHOT (6.4+): older kernels answer -EINVAL. Probed with
+ * a 1 ns timeout that fires once (count 1) on a throwaway ring. */
+static bool probe_multishot_timeout(void)
+{
+	struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1};
+	struct io_uring ring;
+	struct io_uring_cqe *cqe;
+	struct io_uring_sqe *sqe;
+	bool ok = false;
+
+	if (io_uring_queue_init(2, &ring, 0) < 0)
+		return false;
+	sqe = io_uring_get_sqe(&ring);
+	io_uring_prep_timeout(sqe, &ts, 1, IORING_TIMEOUT_MULTISHOT);
+	if (io_uring_submit_and_wait(&ring, 1) >= 0 && io_uring_peek_cqe(&ring, &cqe) == 0)
+		ok = cqe->res != -EINVAL;
+	io_uring_queue_exit(&ring);
 	return ok;
 }
 
@@ -93,6 +113,8 @@ int amio__backend_init(amio_poller *p, const struct amio_poller_config *cfg)
 		return rc;
 	be->ring_fd = be->ring.ring_fd;
 	be->ringless_msg = !(cfg->flags & AMIO_POLLER_NO_RINGLESS_MSG) && probe_ringless_msg();
+	be->multishot_timeout =
+	    !(cfg->flags & AMIO_POLLER_NO_MULTISHOT_TIMEOUT) && probe_multishot_timeout();
 	pthread_mutex_init(&be->stop_lock, NULL);
 	if (!be->ringless_msg) {
 		rc = io_uring_queue_init(4, &be->stop_ring, 0);
@@ -159,12 +181,37 @@ static unsigned poll_mask(uint32_t events)
 	return mask;
 }
 
+/* A timer: absolute CLOCK_MONOTONIC deadline (the caller's clock, so never
+ * early however late the poller got the command), then, for intervals past
+ * their first tick, one multishot timeout of the period where the kernel has
+ * it. e->ts must outlive the SQE: the kernel reads it at submit time. */
+static void prep_timer(amio_poller *p, struct io_uring_sqe *sqe, struct amio__entry *e)
+{
+	if ((e->flags & AMIO__E_TICKING) && p->be.multishot_timeout) {
+		e->ts.tv_sec = e->period_ns / 1000000000;
+		e->ts.tv_nsec = e->period_ns % 1000000000;
+		io_uring_prep_timeout(sqe, &e->ts, 0, IORING_TIMEOUT_MULTISHOT);
+	} else {
+		e->ts.tv_sec = e->deadline_ns / 1000000000;
+		e->ts.tv_nsec = e->deadline_ns % 1000000000;
+		io_uring_prep_timeout(sqe, &e->ts, 0, IORING_TIMEOUT_ABS);
+	}
+}
+
 int amio__backend_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct io_uring_sqe *sqe = get_sqe(p);
 
 	if (!sqe)
 		return -EBUSY;
+	if (e->kind == AMIO__KIND_TIMER) {
+		prep_timer(p, sqe, e);
+		e->armgen++;
+		io_uring_sqe_set_data64(sqe, user_data(TAG_TIMER, e->armgen, slot));
+		e->inflight++;
+		e->flags |= AMIO__E_ARMED;
+		return 0;
+	}
 	/* LEVEL and ONESHOT are one-shot polls: multishot with
 	 * IORING_POLL_ADD_LEVEL is -EINVAL, so the poller emulates LEVEL by
 	 * arming again on the next wait (which reports at once if still ready). */
@@ -185,7 +232,10 @@ int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 
 	if (!sqe)
 		return -EBUSY;
-	io_uring_prep_poll_remove(sqe, user_data(TAG_POLL, e->armgen, slot));
+	if (e->kind == AMIO__KIND_TIMER)
+		io_uring_prep_timeout_remove(sqe, user_data(TAG_TIMER, e->armgen, slot), 0);
+	else
+		io_uring_prep_poll_remove(sqe, user_data(TAG_POLL, e->armgen, slot));
 	io_uring_sqe_set_data64(sqe, user_data(TAG_REMOVE, 0, 0));
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 	/* The old poll's final CQE (-ECANCELED) now carries a stale armgen:
@@ -250,6 +300,11 @@ static void dispatch(amio_poller *p, const struct io_uring_cqe *cqe)
 		              (uint32_t)(ud >> AMIO__SLOT_BITS), cqe->res,
 		              cqe->flags & IORING_CQE_F_MORE);
 		break;
+	case TAG_TIMER:
+		amio__on_timer(p, (uint32_t)(ud & AMIO__SLOT_MASK),
+		               (uint32_t)(ud >> AMIO__SLOT_BITS), cqe->res,
+		               cqe->flags & IORING_CQE_F_MORE);
+		break;
 	case TAG_WAKE:
 		AMIO__STAT_ADD(p, wakeups_received, 1);
 		break;
@@ -268,6 +323,7 @@ unsigned amio__backend_reap(amio_poller *p, unsigned max)
 
 	if (io_uring_cq_has_overflow(ring))
 		AMIO__STAT_ADD(p, overflows, 1);
+	p->batch++;
 	io_uring_for_each_cqe(ring, head, cqe)
 	{
 		if (n == max)

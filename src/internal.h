@@ -32,27 +32,35 @@ static inline uint64_t amio__id_gen(uint64_t id)
 	return id >> AMIO__SLOT_BITS;
 }
 
-/* Slot word: generation << 2 | state. Written by the allocating registrar
- * (FREE -> LIVE), by whoever deregisters (LIVE -> CLOSING, a CAS so only one
- * deregister wins) and read by the poll thread at reap time to filter
- * notifications of ids deregistered after their CQE was posted. */
+/* Slot word: generation << 4 | kind << 2 | state. Written by the allocating
+ * registrar (FREE -> LIVE), by whoever deregisters (LIVE -> CLOSING, a CAS so
+ * only one deregister or cancel wins) and read by the poll thread at reap
+ * time to filter notifications of ids deregistered after their CQE was posted.
+ * The kind lets a registrar refuse amio_cancel_timer on a socket at once. */
 enum { AMIO__SLOT_FREE = 0, AMIO__SLOT_LIVE = 1, AMIO__SLOT_CLOSING = 2 };
+enum amio__kind { AMIO__KIND_SOCKET = 0, AMIO__KIND_TIMER = 1, AMIO__KIND_CHANNEL = 2 };
+#define AMIO__KIND_BIT(k) (1u << (k))
+#define AMIO__KIND_ANY    7u
 
-static inline uint64_t amio__slot_word(uint64_t gen, unsigned state)
+static inline uint64_t amio__slot_word(uint64_t gen, unsigned kind, unsigned state)
 {
-	return gen << 2 | state;
+	return gen << 4 | (uint64_t)kind << 2 | state;
 }
 
 /* ---- Commands: registrar -> poller (SPSC ck_ring) ---------------------- */
 enum amio__op {
-	AMIO__OP_REGISTER = 1,
+	AMIO__OP_REGISTER = 1, /* socket */
 	AMIO__OP_REREGISTER,
-	AMIO__OP_DEREGISTER,
+	AMIO__OP_DEREGISTER, /* any kind: socket removal, timer cancel, channel close */
+	AMIO__OP_TIMER,      /* a timer: deadline (and period) from the caller's clock */
+	AMIO__OP_CHANNEL,    /* a channel's registration */
 };
 
 struct amio__cmd {
 	uint64_t id;
 	void *data;
+	int64_t deadline_ns; /* TIMER: CLOCK_MONOTONIC, taken by the caller */
+	int64_t period_ns;   /* TIMER: 0 = one-shot */
 	int32_t fd;
 	uint32_t events;
 	uint32_t op;
@@ -71,6 +79,7 @@ enum {
 	AMIO__E_OVERFLOW = 1u << 4,     /* on its owner's inbox overflow list */
 	AMIO__E_EARLY_EVENTS = 1u << 5, /* REREGISTER applied before REGISTER */
 	AMIO__E_PARKED = 1u << 6,       /* disarmed until reregister: ONESHOT fired, or error */
+	AMIO__E_TICKING = 1u << 7,      /* interval timer past its first tick */
 };
 
 struct amio__entry {
@@ -86,6 +95,11 @@ struct amio__entry {
 	uint32_t flags;    /* AMIO__E_* */
 	uint32_t pending;  /* overflow: events not yet delivered */
 	int32_t pending_error;
+	uint32_t kind;               /* enum amio__kind */
+	uint64_t batch;              /* reap batch of the last timer notification */
+	int64_t deadline_ns;         /* timers: next expiry (CLOCK_MONOTONIC) */
+	int64_t period_ns;           /* timers: interval, 0 = one-shot */
+	struct __kernel_timespec ts; /* timers: read by the kernel at submit time */
 };
 
 /* ---- Registry: slots, generations, entries ---------------------------- */
@@ -108,12 +122,13 @@ struct amio__registry {
 
 int amio__registry_init(struct amio__registry *reg, uint32_t cap);
 void amio__registry_destroy(struct amio__registry *reg);
-/* Take a slot and make a new id (any thread). Returns the id or -ENOSPC. */
-int64_t amio__registry_alloc(struct amio__registry *reg);
-/* True if id is live now (any thread; racy by nature, exact for the owner). */
-bool amio__registry_live(const struct amio__registry *reg, uint64_t id);
-/* LIVE -> CLOSING for id (any thread). Returns 0 or -ENOENT. */
-int amio__registry_close(struct amio__registry *reg, uint64_t id);
+/* Take a slot and make a new id of a kind (any thread). Returns the id or -ENOSPC. */
+int64_t amio__registry_alloc(struct amio__registry *reg, unsigned kind);
+/* True if id is live now and of one of kinds (a mask of AMIO__KIND_BIT);
+ * any thread; racy by nature, exact for the owner. */
+bool amio__registry_live(const struct amio__registry *reg, uint64_t id, unsigned kinds);
+/* LIVE -> CLOSING for id if of one of kinds (any thread). 0 or -ENOENT. */
+int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds);
 /* Give a closed slot back (poll thread only). */
 void amio__registry_release(struct amio__registry *reg, uint32_t slot);
 
@@ -152,12 +167,33 @@ struct amio_registrar {
 	struct amio__entry *ovf_head, *ovf_tail;
 };
 
+/* ---- Channel ------------------------------------------------------------ */
+struct amio_channel {
+	/* Messages: ck_ring MPSC of msg_size-byte slots. */
+	struct ck_ring ring;
+	void *buf;
+	uint32_t msg_size;
+	uint32_t space;   /* free slots: senders take one, the receiver gives back */
+	uint32_t pending; /* sent, not yet received (Amy's counter) */
+	uint32_t raised;  /* 1 from a send on an empty channel to an empty try_recv */
+	uint32_t queued;  /* on the poller's ready stack */
+	uint32_t closed;  /* amio_channel_free ran */
+	uint32_t senders; /* sends in progress: the free waits them out */
+	uint32_t space_seq, space_waiters; /* futex for amio_channel_send_wait */
+	amio_poller *p;
+	uint64_t id;
+	struct amio_channel *next_ready; /* the poller's ready stack (CAS push) */
+	struct amio_channel *next_all;   /* every channel, freed with the poller */
+	struct amio_channel *next_local; /* poll thread only: popped, not yet handled */
+};
+
 /* ---- Poller ------------------------------------------------------------ */
 struct amio_poller {
 	struct amio__backend be;
 	struct amio__registry reg;
 	uint32_t queue_entries, inbox_entries;
 	uint32_t cfg_flags;
+	int64_t spin_ns; /* watch the queues this long before sleeping */
 
 	/* Shared with registrars. */
 	uint32_t state CK_CC_CACHELINE;  /* AMIO__RUNNING/SLEEPING/NOTIFIED */
@@ -165,11 +201,15 @@ struct amio_poller {
 	uint32_t shutdown;               /* amio_poller_free has run */
 	uint32_t refs;                   /* poller + each registrar */
 	struct amio_registrar *incoming; /* registrars not yet adopted (CAS stack) */
+	struct amio_channel *ready;      /* channels raised since the last drain (CAS stack) */
+	struct amio_channel *channels;   /* every channel ever made (CAS stack) */
 
 	/* Poll thread only. */
 	struct amio_registrar *registrars CK_CC_CACHELINE;
 	struct amio_registrar *touched;
-	struct amio__entry *pending_head; /* re-arm on the next wait (LEVEL, retries) */
+	struct amio__entry *pending_head;             /* re-arm on the next wait (LEVEL, retries) */
+	struct amio_channel *ready_head, *ready_tail; /* popped ready channels */
+	uint64_t batch; /* reap batches: timer ticks coalesce within one */
 	bool enabled;
 	pthread_t poll_thread;
 	amio_notification *out; /* where this wait's notifications go */
@@ -186,12 +226,34 @@ struct amio_poller {
 #define AMIO__STAT_ADD(p, field, n)                                                                \
 	ck_pr_store_64(&(p)->stats.field, ck_pr_load_64(&(p)->stats.field) + (n))
 
-/* poller.c, used by registrar.c */
+/* poller.c, used by registrar.c, timer.c and channel.c */
 void amio__poller_kick(amio_poller *p, amio_registrar *r);
 void amio__poller_unref(amio_poller *p);
-void amio__registrar_unref(amio_registrar *r);
+bool amio__entry_live(amio_poller *p, const struct amio__entry *e);
+/* Give the slot back once deregistered, with nothing in flight or queued. */
+void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot);
+void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error);
+void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot);
+/* The id's entry, set up for it if no command of this generation came yet;
+ * NULL if the id is stale (its slot moved on). */
+struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id);
 
-/* poller.c, used by the backend's reap loop: one poll CQE for entry slot. */
+/* registrar.c */
+void amio__registrar_unref(amio_registrar *r);
+/* Allocate an id of kind and queue c for it (c->id filled). id or -errno. */
+int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *c);
+/* Close id (one of kinds) and queue its DEREGISTER. 0 or -errno. */
+int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds);
+
+/* CQE handlers, fed by the backend's reap loop. */
 void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
+void amio__on_timer(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
+
+/* timer.c: apply an AMIO__OP_TIMER command. */
+void amio__timer_apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c);
+/* channel.c: poll thread side. */
+void amio__channels_pop(amio_poller *p);
+void amio__channels_handle(amio_poller *p);
+void amio__channels_free_all(amio_poller *p);
 
 #endif /* AMIO_INTERNAL_H */

@@ -36,7 +36,8 @@ static int config(struct amio_poller_config *c, const struct amio_poller_config 
 		*c = *user;
 	else
 		memset(c, 0, sizeof(*c));
-	if (c->flags & ~(uint32_t)(AMIO_POLLER_NO_DEFER_TASKRUN | AMIO_POLLER_NO_RINGLESS_MSG))
+	if (c->flags & ~(uint32_t)(AMIO_POLLER_NO_DEFER_TASKRUN | AMIO_POLLER_NO_RINGLESS_MSG |
+	                           AMIO_POLLER_NO_MULTISHOT_TIMEOUT | AMIO_POLLER_NO_SPIN))
 		return -EINVAL;
 	if (c->sq_entries > 32768 || c->max_registrations > AMIO__MAX_SLOTS)
 		return -EINVAL;
@@ -49,6 +50,12 @@ static int config(struct amio_poller_config *c, const struct amio_poller_config 
 	c->inbox_entries = round_pow2(c->inbox_entries ? c->inbox_entries : 4096);
 	if (!c->max_registrations)
 		c->max_registrations = (1u << 20) - 1;
+	if (!c->spin_us)
+		c->spin_us = 50;
+	if (c->flags & AMIO_POLLER_NO_SPIN)
+		c->spin_us = 0;
+	if (c->spin_us > 1000000)
+		return -EINVAL;
 	return 0;
 }
 
@@ -80,6 +87,7 @@ int amio_poller_new(amio_poller **out, const struct amio_poller_config *user_cfg
 	p->queue_entries = cfg.queue_entries;
 	p->inbox_entries = cfg.inbox_entries;
 	p->cfg_flags = cfg.flags;
+	p->spin_ns = (int64_t)cfg.spin_us * 1000;
 	p->refs = 1;
 	*out = p;
 	return 0;
@@ -89,6 +97,7 @@ void amio__poller_unref(amio_poller *p)
 {
 	if (ck_pr_faa_32(&p->refs, -1) != 1)
 		return;
+	amio__channels_free_all(p);
 	free(p);
 }
 
@@ -122,6 +131,9 @@ void amio_poller_free(amio_poller *p)
 	 * in_call loads. */
 	ck_pr_fence_memory();
 	quiesce(p->registrars);
+	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all)
+		while (ck_pr_load_32(&ch->senders))
+			ck_pr_stall();
 	/* Exiting the ring cancels every poll, so users' close() sends FIN. */
 	amio__backend_destroy(p);
 	amio__registry_destroy(&p->reg);
@@ -177,13 +189,13 @@ int amio_poller_stop(amio_poller *p)
 
 /* ---- Entries: desired vs kernel state ----------------------------------- */
 
-static bool entry_live(amio_poller *p, const struct amio__entry *e)
+bool amio__entry_live(amio_poller *p, const struct amio__entry *e)
 {
 	return (e->flags & (AMIO__E_REGISTERED | AMIO__E_DEREGISTERED)) == AMIO__E_REGISTERED &&
-	       amio__registry_live(&p->reg, e->id);
+	       amio__registry_live(&p->reg, e->id, AMIO__KIND_ANY);
 }
 
-static void maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
+void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	const uint32_t both = AMIO__E_REGISTERED | AMIO__E_DEREGISTERED;
 
@@ -201,28 +213,27 @@ static void push_pending(amio_poller *p, struct amio__entry *e)
 	p->pending_head = e;
 }
 
-static void notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error);
-
 /* Bring the kernel in line with the entry: armed while live and not parked,
  * removed once deregistered; then free it if nothing references it. */
-static void reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
+void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	int rc;
 
-	if (!entry_live(p, e)) {
+	if (!amio__entry_live(p, e)) {
 		/* No SQE for the removal: retry on the next wait, the poll keeps
 		 * a file reference until it is removed. */
 		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0)
 			push_pending(p, e);
-		maybe_free(p, e, slot);
+		amio__maybe_free(p, e, slot);
 		return;
 	}
-	if (e->flags & (AMIO__E_ARMED | AMIO__E_PARKED))
+	/* Channels have no kernel request: their sends raise them directly. */
+	if ((e->flags & (AMIO__E_ARMED | AMIO__E_PARKED)) || e->kind == AMIO__KIND_CHANNEL)
 		return;
 	rc = amio__backend_arm(p, e, slot);
 	if (rc < 0) {
 		e->flags |= AMIO__E_PARKED;
-		notify(p, e, AMIO_ERROR, rc);
+		amio__notify(p, e, AMIO_ERROR, rc);
 	}
 }
 
@@ -258,7 +269,7 @@ static void overflow(amio_registrar *r, struct amio__entry *e, uint32_t events, 
 	ck_pr_store_32(&r->overflowed, 1);
 }
 
-static void notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error)
+void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error)
 {
 	amio_notification n = {.id = e->id, .data = e->data, .events = events, .error = error};
 	amio_registrar *r = e->owner;
@@ -286,7 +297,7 @@ static void flush_overflow(amio_poller *p, amio_registrar *r)
 		uint32_t slot = amio__id_slot(e->id);
 		amio_notification n = {e->id, e->data, e->pending, e->pending_error};
 
-		if (entry_live(p, e) &&
+		if (amio__entry_live(p, e) &&
 		    !ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
 			break;
 		r->ovf_head = e->next_ovf;
@@ -294,7 +305,7 @@ static void flush_overflow(amio_poller *p, amio_registrar *r)
 			r->ovf_tail = NULL;
 		e->flags &= ~AMIO__E_OVERFLOW;
 		touch(p, r);
-		maybe_free(p, e, slot);
+		amio__maybe_free(p, e, slot);
 	}
 	if (!r->ovf_head)
 		ck_pr_store_32(&r->overflowed, 0);
@@ -347,25 +358,25 @@ void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, 
 		e->inflight--;
 	if (armgen != e->armgen) {
 		/* A poll we removed or replaced: never reported. */
-		maybe_free(p, e, slot);
+		amio__maybe_free(p, e, slot);
 		return;
 	}
 	if (!more)
 		e->flags &= ~AMIO__E_ARMED;
-	if (!entry_live(p, e)) {
+	if (!amio__entry_live(p, e)) {
 		/* Deregistered after the kernel posted this: filtered. */
-		reconcile(p, e, slot);
+		amio__reconcile(p, e, slot);
 		return;
 	}
 	if (res == -ECANCELED && !more) {
 		/* The kernel ended it (not us: ours carry a stale armgen). */
 		AMIO__STAT_ADD(p, rearms, 1);
-		reconcile(p, e, slot);
+		amio__reconcile(p, e, slot);
 		return;
 	}
 	if (res < 0) {
 		e->flags |= AMIO__E_PARKED;
-		notify(p, e, AMIO_ERROR, res);
+		amio__notify(p, e, AMIO_ERROR, res);
 		return;
 	}
 	if (!more) {
@@ -377,36 +388,51 @@ void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, 
 			/* Multishot ended without being asked (F_MORE is cleared on
 			 * CQ overflow too): re-arm, or the registration goes deaf. */
 			AMIO__STAT_ADD(p, rearms, 1);
-			reconcile(p, e, slot);
+			amio__reconcile(p, e, slot);
 		}
 	}
-	notify(p, e, to_events(res, e->events), 0);
+	amio__notify(p, e, to_events(res, e->events), 0);
 }
 
 /* ---- Commands ----------------------------------------------------------- */
 
+struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id)
+{
+	uint32_t slot = amio__id_slot(id);
+	struct amio__entry *e = &p->reg.entries[slot];
+
+	if (e->id == id)
+		return e;
+	/* The first command of this generation to arrive (REGISTER may trail a
+	 * DEREGISTER sent from another thread), or a stale one for an id
+	 * already freed: the slot word tells them apart. */
+	if ((ck_pr_load_64(&p->reg.words[slot]) >> 4) != amio__id_gen(id))
+		return NULL;
+	e->id = id;
+	e->kind = (uint32_t)(ck_pr_load_64(&p->reg.words[slot]) >> 2) & 3;
+	return e;
+}
+
 static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 {
 	uint32_t slot = amio__id_slot(c->id);
-	struct amio__entry *e = &p->reg.entries[slot];
+	struct amio__entry *e = amio__entry_for(p, c->id);
 
 	AMIO__STAT_ADD(p, commands, 1);
-	if (e->id != c->id) {
-		/* The first command of this generation to arrive (REGISTER may
-		 * trail a DEREGISTER sent from another thread), or a stale one
-		 * for an id already freed: the slot word tells them apart. */
-		if ((ck_pr_load_64(&p->reg.words[slot]) >> 2) != amio__id_gen(c->id))
-			return;
-		e->id = c->id;
-	}
+	if (!e)
+		return;
 	switch (c->op) {
 	case AMIO__OP_REGISTER:
+	case AMIO__OP_CHANNEL:
 		e->fd = c->fd;
 		e->data = c->data;
 		e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
 		if (!(e->flags & AMIO__E_EARLY_EVENTS))
 			e->events = c->events;
 		e->flags |= AMIO__E_REGISTERED;
+		break;
+	case AMIO__OP_TIMER:
+		amio__timer_apply(p, r, c);
 		break;
 	case AMIO__OP_REREGISTER:
 		e->events = c->events;
@@ -418,7 +444,7 @@ static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 		e->flags &= ~AMIO__E_PARKED;
 		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0) {
 			e->flags |= AMIO__E_PARKED;
-			notify(p, e, AMIO_ERROR, -EBUSY);
+			amio__notify(p, e, AMIO_ERROR, -EBUSY);
 			return;
 		}
 		break;
@@ -426,7 +452,7 @@ static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 		e->flags |= AMIO__E_DEREGISTERED;
 		break;
 	}
-	reconcile(p, e, slot);
+	amio__reconcile(p, e, slot);
 }
 
 /* Deregister what an inbox registrar owned: nobody would receive it. Walks
@@ -440,11 +466,11 @@ static void orphan_entries(amio_poller *p, amio_registrar *r)
 
 		if (e->owner != r || !e->id)
 			continue;
-		if (amio__registry_close(&p->reg, e->id) == 0)
+		if (amio__registry_close(&p->reg, e->id, AMIO__KIND_ANY) == 0)
 			e->flags |= AMIO__E_DEREGISTERED;
 		e->owner = NULL;
 		e->flags &= ~AMIO__E_OVERFLOW;
-		reconcile(p, e, slot);
+		amio__reconcile(p, e, slot);
 	}
 }
 
@@ -495,6 +521,9 @@ static void drain(amio_poller *p)
 	amio_registrar **link = &p->registrars, *r;
 
 	adopt(p);
+	/* Pop raised channels before the command queues: a channel's
+	 * registration was queued before any send could raise it. */
+	amio__channels_pop(p);
 	while ((r = *link)) {
 		drain_commands(p, r);
 		if (ck_pr_load_32(&r->closed)) {
@@ -508,6 +537,7 @@ static void drain(amio_poller *p)
 			flush_overflow(p, r);
 		link = &r->next;
 	}
+	amio__channels_handle(p);
 }
 
 /* Re-arm LEVEL registrations and retry removals, once per wait call. */
@@ -520,7 +550,7 @@ static void run_pending(amio_poller *p)
 		struct amio__entry *next = e->next_pending;
 
 		e->flags &= ~AMIO__E_PENDING;
-		reconcile(p, e, amio__id_slot(e->id));
+		amio__reconcile(p, e, amio__id_slot(e->id));
 		e = next;
 	}
 }
@@ -529,7 +559,7 @@ static void run_pending(amio_poller *p)
 
 static bool work_queued(amio_poller *p)
 {
-	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_32(&p->stop))
+	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_ptr(&p->ready) || ck_pr_load_32(&p->stop))
 		return true;
 	for (amio_registrar *r = p->registrars; r; r = r->next) {
 		if (ck_ring_size(&r->cmdq) || ck_pr_load_32(&r->closed))
@@ -538,6 +568,30 @@ static bool work_queued(amio_poller *p)
 			return true;
 	}
 	return false;
+}
+
+/* Watch the queues (and completions the kernel holds for us) for up to
+ * spin_ns before sleeping: a command, channel send or completion that comes
+ * within it costs no MSG_RING and no sleeping enter. Returns true if work
+ * came. The clock is read every 64 looks only. */
+static bool spin_for_work(amio_poller *p, int64_t left_ns)
+{
+	int64_t budget = p->spin_ns, end;
+
+	/* Prepared SQEs (polls, inbox doorbells) must reach the kernel now:
+	 * the sleeping enter submits them. */
+	if (budget <= 0 || io_uring_sq_ready(&p->be.ring))
+		return false;
+	if (left_ns >= 0 && left_ns < budget)
+		budget = left_ns;
+	end = now_ns() + budget;
+	for (unsigned i = 1;; i++) {
+		if (work_queued(p) || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p))
+			return true;
+		ck_pr_stall();
+		if (i % 64 == 0 && now_ns() >= end)
+			return false;
+	}
 }
 
 /* Publish SLEEPING, then look at every queue once more (rule 2). */
@@ -591,7 +645,8 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 			ck_pr_store_32(&p->stop, 0);
 			return (int)p->out_n;
 		}
-		if (io_uring_cq_ready(&p->be.ring) || timeout_ms == 0) {
+		if (p->out_n || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p) ||
+		    timeout_ms == 0) {
 			/* Completions ready (or a poll): submit and flush the
 			 * kernel's deferred work only if there is any. */
 			if (io_uring_sq_ready(&p->be.ring) || amio__backend_ready(p)) {
@@ -611,7 +666,7 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 				continue;
 			}
 		}
-		if (!sleep_ok(p))
+		if (spin_for_work(p, left) || !sleep_ok(p))
 			continue;
 		rc = amio__backend_enter(p, true, left);
 		ck_pr_fas_32(&p->state, AMIO__RUNNING);

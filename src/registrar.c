@@ -155,10 +155,48 @@ static int check_events(uint32_t events)
 	return 0;
 }
 
+int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *c)
+{
+	int64_t id;
+	int rc = enter(r);
+
+	if (rc < 0)
+		return rc;
+	/* Room first: a refused command must not have taken an id. */
+	if (queue_full(r)) {
+		leave(r);
+		return -EAGAIN;
+	}
+	id = amio__registry_alloc(&r->p->reg, kind);
+	if (id > 0) {
+		c->id = (uint64_t)id;
+		push(r, c);
+	}
+	leave(r);
+	return id;
+}
+
+int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds)
+{
+	struct amio__cmd c = {.op = AMIO__OP_DEREGISTER, .id = id};
+	int rc = enter(r);
+
+	if (rc < 0)
+		return rc;
+	/* Room first: a refused deregister leaves the id registered. */
+	if (queue_full(r))
+		rc = -EAGAIN;
+	else
+		rc = amio__registry_close(&r->p->reg, id, kinds);
+	if (rc == 0)
+		push(r, &c);
+	leave(r);
+	return rc;
+}
+
 int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data)
 {
 	struct amio__cmd c = {.op = AMIO__OP_REGISTER, .fd = fd, .events = events, .data = data};
-	int64_t id;
 	int rc;
 
 	if (fd < 0)
@@ -166,20 +204,7 @@ int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data)
 	rc = check_events(events);
 	if (rc < 0)
 		return rc;
-	rc = enter(r);
-	if (rc < 0)
-		return rc;
-	if (queue_full(r)) {
-		leave(r);
-		return -EAGAIN;
-	}
-	id = amio__registry_alloc(&r->p->reg);
-	if (id > 0) {
-		c.id = (uint64_t)id;
-		push(r, &c);
-	}
-	leave(r);
-	return id;
+	return amio__registrar_add(r, AMIO__KIND_SOCKET, &c);
 }
 
 int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events)
@@ -194,7 +219,7 @@ int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events)
 		return rc;
 	if (queue_full(r))
 		rc = -EAGAIN;
-	else if (!amio__registry_live(&r->p->reg, id))
+	else if (!amio__registry_live(&r->p->reg, id, AMIO__KIND_BIT(AMIO__KIND_SOCKET)))
 		rc = -ENOENT;
 	else
 		push(r, &c);
@@ -202,22 +227,11 @@ int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events)
 	return rc;
 }
 
+/* Sockets and timers; a channel is closed by amio_channel_free. */
 int amio_deregister(amio_registrar *r, uint64_t id)
 {
-	struct amio__cmd c = {.op = AMIO__OP_DEREGISTER, .id = id};
-	int rc = enter(r);
-
-	if (rc < 0)
-		return rc;
-	/* Check room first: a refused deregister leaves the id registered. */
-	if (queue_full(r))
-		rc = -EAGAIN;
-	else
-		rc = amio__registry_close(&r->p->reg, id);
-	if (rc == 0)
-		push(r, &c);
-	leave(r);
-	return rc;
+	return amio__registrar_close(
+	    r, id, AMIO__KIND_BIT(AMIO__KIND_SOCKET) | AMIO__KIND_BIT(AMIO__KIND_TIMER));
 }
 
 /* ---- Inbox -------------------------------------------------------------- */

@@ -61,7 +61,7 @@ void amio__registry_destroy(struct amio__registry *reg)
 	memset(reg, 0, sizeof(*reg));
 }
 
-int64_t amio__registry_alloc(struct amio__registry *reg)
+int64_t amio__registry_alloc(struct amio__registry *reg, unsigned kind)
 {
 	struct amio__slot_ref ref;
 	uint32_t slot;
@@ -82,8 +82,8 @@ int64_t amio__registry_alloc(struct amio__registry *reg)
 	}
 	/* The slot is ours alone until we publish LIVE; the store is atomic
 	 * because other threads may validate stale ids against it. */
-	gen = (ck_pr_load_64(&reg->words[slot]) >> 2) + 1;
-	ck_pr_store_64(&reg->words[slot], amio__slot_word(gen, AMIO__SLOT_LIVE));
+	gen = (ck_pr_load_64(&reg->words[slot]) >> 4) + 1;
+	ck_pr_store_64(&reg->words[slot], amio__slot_word(gen, kind, AMIO__SLOT_LIVE));
 	return (int64_t)(gen << AMIO__SLOT_BITS | slot);
 }
 
@@ -94,22 +94,34 @@ static bool id_in_range(const struct amio__registry *reg, uint64_t id)
 	       amio__id_gen(id) < (UINT64_C(1) << (64 - AMIO__SLOT_BITS - 1));
 }
 
-bool amio__registry_live(const struct amio__registry *reg, uint64_t id)
+/* The word of a live id of one of kinds, or 0. */
+static uint64_t live_word(const struct amio__registry *reg, uint64_t id, unsigned kinds)
 {
+	uint64_t w;
+	unsigned kind;
+
 	if (!id_in_range(reg, id))
-		return false;
-	return ck_pr_load_64(&reg->words[amio__id_slot(id)]) ==
-	       amio__slot_word(amio__id_gen(id), AMIO__SLOT_LIVE);
+		return 0;
+	w = ck_pr_load_64(&reg->words[amio__id_slot(id)]);
+	kind = (unsigned)(w >> 2) & 3;
+	if (w != amio__slot_word(amio__id_gen(id), kind, AMIO__SLOT_LIVE) ||
+	    !(kinds & AMIO__KIND_BIT(kind)))
+		return 0;
+	return w;
 }
 
-int amio__registry_close(struct amio__registry *reg, uint64_t id)
+bool amio__registry_live(const struct amio__registry *reg, uint64_t id, unsigned kinds)
 {
-	uint64_t live, closing;
+	return live_word(reg, id, kinds) != 0;
+}
 
-	if (!id_in_range(reg, id))
+int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds)
+{
+	uint64_t live = live_word(reg, id, kinds), closing;
+
+	if (!live)
 		return -ENOENT;
-	live = amio__slot_word(amio__id_gen(id), AMIO__SLOT_LIVE);
-	closing = amio__slot_word(amio__id_gen(id), AMIO__SLOT_CLOSING);
+	closing = (live & ~UINT64_C(3)) | AMIO__SLOT_CLOSING;
 	/* Full CAS: the winner's later command enqueue is ordered after it, and
 	 * the poll thread's reap-time load sees CLOSING from then on. */
 	return ck_pr_cas_64(&reg->words[amio__id_slot(id)], live, closing) ? 0 : -ENOENT;

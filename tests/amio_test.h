@@ -115,6 +115,17 @@ static inline int t_collect(amio_poller *p, amio_notification *out, int n, int t
 	return got;
 }
 
+/* Iteration counts times AMIO_TEST_SCALE (default 1). The TSan run lowers
+ * it: TSan checks interleavings, not volume, and runs 10-50x slower. */
+static inline int t_scale(int n)
+{
+	const char *s = getenv("AMIO_TEST_SCALE");
+	double f = s ? strtod(s, NULL) : 1.0;
+	int v = (int)(n * f);
+
+	return v > 0 ? v : 1;
+}
+
 /* Create a poller, or exit 77 (skipped) where io_uring cannot be set up,
  * unless AMIO_REQUIRE_IO_URING=1 makes that a failure. */
 static inline amio_poller *t_poller(const struct amio_poller_config *cfg)

@@ -123,7 +123,8 @@ END_TEST
 
 /* ---- 4 threads registering and deregistering at once ------------------- */
 
-enum { THREADS = 4, CYCLES = 10000 };
+enum { THREADS = 4 };
+static int CYCLES; /* 10,000 x AMIO_TEST_SCALE per thread */
 
 struct record {
 	uint64_t id;      /* written by the worker after register returns */
@@ -260,5 +261,6 @@ static Suite *registrar_suite(void)
 int main(void)
 {
 	t_require_io_uring();
+	CYCLES = t_scale(10000);
 	return t_run(registrar_suite());
 }

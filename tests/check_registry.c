@@ -11,18 +11,35 @@ START_TEST(ids_carry_slot_and_a_fresh_generation_on_reuse)
 	int64_t a, b;
 
 	ck_assert_int_eq(amio__registry_init(&reg, 4), 0);
-	a = amio__registry_alloc(&reg);
+	a = amio__registry_alloc(&reg, AMIO__KIND_SOCKET);
 	ck_assert_int_gt(a, 0);
-	ck_assert(amio__registry_live(&reg, (uint64_t)a));
-	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)a), 0);
-	ck_assert(!amio__registry_live(&reg, (uint64_t)a));
-	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)a), -ENOENT);
+	ck_assert(amio__registry_live(&reg, (uint64_t)a, AMIO__KIND_ANY));
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)a, AMIO__KIND_ANY), 0);
+	ck_assert(!amio__registry_live(&reg, (uint64_t)a, AMIO__KIND_ANY));
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)a, AMIO__KIND_ANY), -ENOENT);
 	amio__registry_release(&reg, amio__id_slot((uint64_t)a));
-	b = amio__registry_alloc(&reg);
+	b = amio__registry_alloc(&reg, AMIO__KIND_SOCKET);
 	ck_assert_uint_eq(amio__id_slot((uint64_t)b), amio__id_slot((uint64_t)a));
 	ck_assert_uint_eq(amio__id_gen((uint64_t)b), amio__id_gen((uint64_t)a) + 1);
-	ck_assert(!amio__registry_live(&reg, (uint64_t)a));
-	ck_assert(amio__registry_live(&reg, (uint64_t)b));
+	ck_assert(!amio__registry_live(&reg, (uint64_t)a, AMIO__KIND_ANY));
+	ck_assert(amio__registry_live(&reg, (uint64_t)b, AMIO__KIND_ANY));
+	amio__registry_destroy(&reg);
+}
+END_TEST
+
+START_TEST(an_id_is_closed_only_as_its_own_kind)
+{
+	struct amio__registry reg;
+	int64_t t;
+
+	ck_assert_int_eq(amio__registry_init(&reg, 8), 0);
+	t = amio__registry_alloc(&reg, AMIO__KIND_TIMER);
+	ck_assert(amio__registry_live(&reg, (uint64_t)t, AMIO__KIND_BIT(AMIO__KIND_TIMER)));
+	ck_assert(!amio__registry_live(&reg, (uint64_t)t, AMIO__KIND_BIT(AMIO__KIND_SOCKET)));
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)t, AMIO__KIND_BIT(AMIO__KIND_SOCKET)),
+	                 -ENOENT);
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)t, AMIO__KIND_BIT(AMIO__KIND_TIMER)),
+	                 0);
 	amio__registry_destroy(&reg);
 }
 END_TEST
@@ -34,13 +51,13 @@ START_TEST(the_table_refuses_past_its_capacity_and_recovers)
 
 	ck_assert_int_eq(amio__registry_init(&reg, 3), 0);
 	for (int i = 0; i < 3; i++)
-		ck_assert_int_gt(ids[i] = amio__registry_alloc(&reg), 0);
-	ck_assert_int_eq(amio__registry_alloc(&reg), -ENOSPC);
-	ck_assert_int_eq(amio__registry_alloc(&reg), -ENOSPC);
-	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)ids[1]), 0);
+		ck_assert_int_gt(ids[i] = amio__registry_alloc(&reg, AMIO__KIND_SOCKET), 0);
+	ck_assert_int_eq(amio__registry_alloc(&reg, AMIO__KIND_SOCKET), -ENOSPC);
+	ck_assert_int_eq(amio__registry_alloc(&reg, AMIO__KIND_SOCKET), -ENOSPC);
+	ck_assert_int_eq(amio__registry_close(&reg, (uint64_t)ids[1], AMIO__KIND_ANY), 0);
 	amio__registry_release(&reg, amio__id_slot((uint64_t)ids[1]));
-	ck_assert_int_gt(amio__registry_alloc(&reg), 0);
-	ck_assert_int_eq(amio__registry_alloc(&reg), -ENOSPC);
+	ck_assert_int_gt(amio__registry_alloc(&reg, AMIO__KIND_SOCKET), 0);
+	ck_assert_int_eq(amio__registry_alloc(&reg, AMIO__KIND_SOCKET), -ENOSPC);
 	amio__registry_destroy(&reg);
 }
 END_TEST
@@ -50,17 +67,18 @@ START_TEST(unknown_and_malformed_ids_are_not_live)
 	struct amio__registry reg;
 
 	ck_assert_int_eq(amio__registry_init(&reg, 8), 0);
-	ck_assert(!amio__registry_live(&reg, 0));
-	ck_assert(!amio__registry_live(&reg, 1)); /* generation 0 */
-	ck_assert(!amio__registry_live(&reg, UINT64_MAX));
-	ck_assert(!amio__registry_live(&reg, (UINT64_C(1) << AMIO__SLOT_BITS) | 9));
-	ck_assert_int_eq(amio__registry_close(&reg, 77), -ENOENT);
+	ck_assert(!amio__registry_live(&reg, 0, AMIO__KIND_ANY));
+	ck_assert(!amio__registry_live(&reg, 1, AMIO__KIND_ANY)); /* generation 0 */
+	ck_assert(!amio__registry_live(&reg, UINT64_MAX, AMIO__KIND_ANY));
+	ck_assert(!amio__registry_live(&reg, (UINT64_C(1) << AMIO__SLOT_BITS) | 9, AMIO__KIND_ANY));
+	ck_assert_int_eq(amio__registry_close(&reg, 77, AMIO__KIND_ANY), -ENOENT);
 	ck_assert_int_eq(amio__registry_init(&reg, 0), -EINVAL);
 	amio__registry_destroy(&reg);
 }
 END_TEST
 
-enum { ALLOCATORS = 4, PER = 50000 };
+enum { ALLOCATORS = 4 };
+static int PER; /* 50,000 x AMIO_TEST_SCALE */
 
 struct alloc_arg {
 	struct amio__registry *reg;
@@ -74,9 +92,9 @@ static void *allocate(void *arg)
 	for (int i = 0; i < PER; i++) {
 		int64_t id;
 
-		while ((id = amio__registry_alloc(a->reg)) == -ENOSPC)
+		while ((id = amio__registry_alloc(a->reg, AMIO__KIND_SOCKET)) == -ENOSPC)
 			sched_yield();
-		if (id <= 0 || amio__registry_close(a->reg, (uint64_t)id) != 0)
+		if (id <= 0 || amio__registry_close(a->reg, (uint64_t)id, AMIO__KIND_ANY) != 0)
 			ck_abort_msg("alloc/close failed");
 		/* Published for the recycling thread's progress count. */
 		ck_pr_store_64((uint64_t *)&a->ids[i], (uint64_t)id);
@@ -131,11 +149,14 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("registry");
+
+	PER = t_scale(50000);
 	TCase *tc = tcase_create("ids");
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, ids_carry_slot_and_a_fresh_generation_on_reuse);
 	tcase_add_test(tc, the_table_refuses_past_its_capacity_and_recovers);
+	tcase_add_test(tc, an_id_is_closed_only_as_its_own_kind);
 	tcase_add_test(tc, unknown_and_malformed_ids_are_not_live);
 	tcase_add_test(tc, concurrent_allocation_never_hands_out_an_id_twice);
 	suite_add_tcase(s, tc);

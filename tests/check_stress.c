@@ -5,7 +5,8 @@
 
 #include "amio_test.h"
 
-enum { SENDERS = 2, COMMANDS = 1000000 };
+enum { SENDERS = 2 };
+static int COMMANDS; /* 1,000,000 x AMIO_TEST_SCALE */
 
 struct sender {
 	amio_poller *p;
@@ -51,7 +52,7 @@ static void *sender_main(void *arg)
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, idle), 0);
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ready), 0);
 	ck_assert_int_eq(write(ready[0], "x", 1), 1);
-	while (s->commands < COMMANDS / SENDERS) {
+	while (s->commands < (uint64_t)COMMANDS / SENDERS) {
 		int burst = 1 + (int)(rand_r(&s->seed) % 32);
 		uint64_t id;
 
@@ -111,7 +112,7 @@ START_TEST(a_million_commands_in_bursts_lose_no_wakeup)
 				ck_assert_msg(ck_pr_load_64(&s[i].waiting) == 0,
 				              "lost wakeup: sender %d waits for id %llu", i,
 				              (unsigned long long)s[i].waiting);
-				live += s[i].commands < COMMANDS / SENDERS;
+				live += s[i].commands < (uint64_t)COMMANDS / SENDERS;
 			}
 		}
 	}
@@ -128,7 +129,7 @@ START_TEST(a_million_commands_in_bursts_lose_no_wakeup)
 	    "stress: %llu commands in %llu bursts, %llu applied, %llu wakeups sent, %llu enters\n",
 	    (unsigned long long)total, (unsigned long long)bursts, (unsigned long long)st.commands,
 	    (unsigned long long)st.wakeups_sent, (unsigned long long)st.enters);
-	ck_assert_uint_ge(total, COMMANDS);
+	ck_assert_uint_ge(total, (uint64_t)COMMANDS);
 	ck_assert_uint_eq(st.commands, total);
 	/* One wakeup per poller sleep at most (each sleep is one enter). */
 	ck_assert_uint_le(st.wakeups_sent, st.enters);
@@ -143,6 +144,7 @@ int main(void)
 	TCase *tc = tcase_create("wakeups");
 
 	t_require_io_uring();
+	COMMANDS = t_scale(1000000);
 	tcase_set_timeout(tc, 280);
 	tcase_add_test(tc, a_million_commands_in_bursts_lose_no_wakeup);
 	suite_add_tcase(s, tc);

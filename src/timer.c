@@ -1,0 +1,135 @@
+/*
+ * Timers: one-shot and interval timeouts on IORING_OP_TIMEOUT, started on the
+ * caller's clock, never early, with missed interval ticks coalesced.
+ */
+#include <errno.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* Above this many ms the deadline in ns would not fit an int64_t. */
+#define MAX_TIMER_MS (UINT64_C(1) << 53)
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- Registrar side ------------------------------------------------------- */
+
+static int64_t add_timer(amio_registrar *r, uint64_t ms, uint64_t period_ms, void *data)
+{
+	/* The deadline is taken here, on the caller's clock: a poller that
+	 * applies the command late cannot make the timer late by as much. */
+	struct amio__cmd c = {
+	    .op = AMIO__OP_TIMER,
+	    .data = data,
+	    .deadline_ns = now_ns() + (int64_t)ms * 1000000,
+	    .period_ns = (int64_t)period_ms * 1000000,
+	};
+
+	if (ms > MAX_TIMER_MS)
+		return -EINVAL;
+	return amio__registrar_add(r, AMIO__KIND_TIMER, &c);
+}
+
+int64_t amio_set_timeout(amio_registrar *r, uint64_t ms, void *data)
+{
+	return add_timer(r, ms, 0, data);
+}
+
+int64_t amio_set_interval(amio_registrar *r, uint64_t ms, void *data)
+{
+	if (ms == 0)
+		return -EINVAL;
+	return add_timer(r, ms, ms, data);
+}
+
+int amio_cancel_timer(amio_registrar *r, uint64_t id)
+{
+	return amio__registrar_close(r, id, AMIO__KIND_BIT(AMIO__KIND_TIMER));
+}
+
+/* ---- Poll thread side ----------------------------------------------------- */
+
+void amio__timer_apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
+{
+	struct amio__entry *e = &p->reg.entries[amio__id_slot(c->id)];
+
+	e->data = c->data;
+	e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
+	e->deadline_ns = c->deadline_ns;
+	e->period_ns = c->period_ns;
+	e->flags |= AMIO__E_REGISTERED;
+}
+
+/* A one-shot timer finishes itself: its id is closed by the poller, unless
+ * a cancel won the race (then the tick is not reported). */
+static void finish_oneshot(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	bool won = amio__registry_close(&p->reg, e->id, AMIO__KIND_BIT(AMIO__KIND_TIMER)) == 0;
+
+	if (won) {
+		amio__notify(p, e, AMIO_TIMER, 0);
+		e->flags |= AMIO__E_DEREGISTERED;
+	}
+	amio__maybe_free(p, e, slot);
+}
+
+/* The first tick of an interval (or every tick without multishot timeouts):
+ * the next deadline is the first grid point still ahead, so ticks the poller
+ * missed collapse into this one. */
+static void next_tick(struct amio__entry *e)
+{
+	int64_t now = now_ns();
+
+	e->flags |= AMIO__E_TICKING;
+	e->deadline_ns += e->period_ns;
+	if (e->deadline_ns <= now)
+		e->deadline_ns += ((now - e->deadline_ns) / e->period_ns + 1) * e->period_ns;
+}
+
+void amio__on_timer(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more)
+{
+	struct amio__entry *e = &p->reg.entries[slot];
+
+	if (!more)
+		e->inflight--;
+	if (armgen != e->armgen) {
+		amio__maybe_free(p, e, slot); /* a timeout we removed */
+		return;
+	}
+	if (!more)
+		e->flags &= ~AMIO__E_ARMED;
+	if (!amio__entry_live(p, e)) {
+		amio__reconcile(p, e, slot); /* cancelled after the kernel fired */
+		return;
+	}
+	if (res != -ETIME) {
+		/* -ECANCELED without our asking ends a multishot: re-arm. */
+		if (res == -ECANCELED && !more) {
+			AMIO__STAT_ADD(p, rearms, 1);
+			amio__reconcile(p, e, slot);
+		} else if (res < 0) {
+			e->flags |= AMIO__E_PARKED;
+			amio__notify(p, e, AMIO_ERROR, res);
+		}
+		return;
+	}
+	if (e->period_ns == 0) {
+		finish_oneshot(p, e, slot);
+		return;
+	}
+	if (!more) {
+		next_tick(e);
+		amio__reconcile(p, e, slot);
+	}
+	/* Several ticks reaped in one batch are one notification. */
+	if (e->batch != p->batch) {
+		e->batch = p->batch;
+		amio__notify(p, e, AMIO_TIMER, 0);
+	}
+}

@@ -1,0 +1,406 @@
+/* Channels: each of Amy's channel behaviours, bounds, closing, blocking send,
+ * inbox routing, and a 4-sender stress test that counts wakeups. */
+#include <pthread.h>
+
+#include "amio_test.h"
+
+struct fixture {
+	amio_poller *p;
+	amio_registrar *r;
+	amio_channel *ch;
+	int fds_before;
+	int tag;
+};
+
+static void setup(struct fixture *f, size_t capacity)
+{
+	f->fds_before = t_count_fds();
+	f->p = t_poller(NULL);
+	ck_assert_int_eq(amio_registrar_new(f->p, 0, &f->r), 0);
+	ck_assert_int_eq(amio_channel_new(f->r, capacity, sizeof(int), &f->tag, &f->ch), 0);
+}
+
+static void teardown(struct fixture *f)
+{
+	amio_channel_free(f->ch);
+	amio_registrar_free(f->r);
+	amio_poller_free(f->p);
+	ck_assert_int_eq(t_count_fds(), f->fds_before);
+}
+
+static void send_int(amio_channel *ch, int v)
+{
+	ck_assert_int_eq(amio_channel_send(ch, &v), 0);
+}
+
+static int recv_int(amio_channel *ch)
+{
+	int v = -1;
+
+	ck_assert_int_eq(amio_channel_try_recv(ch, &v), 0);
+	return v;
+}
+
+static void expect_one(struct fixture *f, int timeout_ms)
+{
+	amio_notification n[4];
+
+	ck_assert_int_eq(amio_poller_wait(f->p, n, 4, timeout_ms), 1);
+	ck_assert_uint_eq(n[0].id, amio_channel_id(f->ch));
+	ck_assert_uint_eq(n[0].events, AMIO_CHANNEL);
+	ck_assert_ptr_eq(n[0].data, &f->tag);
+}
+
+static void expect_none(struct fixture *f, int timeout_ms)
+{
+	amio_notification n[4];
+
+	ck_assert_int_eq(amio_poller_wait(f->p, n, 4, timeout_ms), 0);
+}
+
+/* ---- Amy's channel tests --------------------------------------------------- */
+
+START_TEST(nothing_sent_reports_nothing)
+{
+	struct fixture f;
+	int v;
+
+	setup(&f, 16);
+	expect_none(&f, 50);
+	ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(one_send_wakes_the_poller_once_with_one_message)
+{
+	struct fixture f;
+	int v;
+
+	setup(&f, 16);
+	send_int(f.ch, 7);
+	expect_one(&f, 5000);
+	ck_assert_int_eq(recv_int(f.ch), 7);
+	ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(two_sends_before_a_wait_make_one_notification)
+{
+	struct fixture f;
+
+	setup(&f, 16);
+	send_int(f.ch, 1);
+	send_int(f.ch, 2);
+	expect_one(&f, 5000);
+	ck_assert_int_eq(recv_int(f.ch), 1);
+	ck_assert_int_eq(recv_int(f.ch), 2);
+	expect_none(&f, 50);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(a_send_after_the_wait_but_before_the_receive_wakes_nobody)
+{
+	struct fixture f;
+
+	setup(&f, 16);
+	send_int(f.ch, 1);
+	expect_one(&f, 5000);
+	send_int(f.ch, 2);
+	ck_assert_int_eq(recv_int(f.ch), 1);
+	ck_assert_int_eq(recv_int(f.ch), 2);
+	expect_none(&f, 50);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(a_send_after_a_receive_raises_the_channel_again)
+{
+	struct fixture f;
+	int v;
+
+	setup(&f, 16);
+	send_int(f.ch, 1);
+	expect_one(&f, 5000);
+	ck_assert_int_eq(recv_int(f.ch), 1);
+	send_int(f.ch, 2);
+	ck_assert_int_eq(recv_int(f.ch), 2);
+	expect_one(&f, 1000);
+	ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(receiving_until_eagain_withdraws_the_pending_notification)
+{
+	struct fixture f;
+	int v;
+
+	setup(&f, 16);
+	send_int(f.ch, 1);
+	expect_one(&f, 5000);
+	ck_assert_int_eq(recv_int(f.ch), 1);
+	send_int(f.ch, 2);
+	ck_assert_int_eq(recv_int(f.ch), 2);
+	ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+	expect_none(&f, 50);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(a_drained_channel_raises_again_on_the_next_send)
+{
+	struct fixture f;
+	int v;
+
+	setup(&f, 16);
+	for (int round = 0; round < 3; round++) {
+		send_int(f.ch, round);
+		expect_one(&f, 5000);
+		ck_assert_int_eq(recv_int(f.ch), round);
+		ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+		expect_none(&f, 20);
+	}
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(a_capacity_1_channel_refuses_a_second_send_until_received)
+{
+	struct fixture f;
+	int v = 2;
+
+	setup(&f, 1);
+	expect_none(&f, 50);
+	send_int(f.ch, 1);
+	expect_one(&f, 5000);
+	ck_assert_int_eq(amio_channel_send(f.ch, &v), -EAGAIN);
+	ck_assert_int_eq(recv_int(f.ch), 1);
+	ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+	send_int(f.ch, 2);
+	ck_assert_int_eq(recv_int(f.ch), 2);
+	teardown(&f);
+}
+END_TEST
+
+/* ---- Beyond Amy ---------------------------------------------------------------- */
+
+START_TEST(channel_arguments_are_checked_and_capacity_is_exact)
+{
+	struct fixture f;
+	amio_channel *ch;
+	int v = 0, sent = 0;
+
+	setup(&f, 5); /* not a power of two: still exactly 5 */
+	ck_assert_int_eq(amio_channel_new(f.r, 0, 4, NULL, &ch), -EINVAL);
+	ck_assert_int_eq(amio_channel_new(f.r, 4, 0, NULL, &ch), -EINVAL);
+	ck_assert_int_eq(amio_channel_new(f.r, 4, 1u << 20, NULL, &ch), -EINVAL);
+	while (amio_channel_send(f.ch, &v) == 0)
+		sent++;
+	ck_assert_int_eq(sent, 5);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(sends_to_a_freed_channel_fail_with_epipe)
+{
+	struct fixture f;
+	amio_channel *ch;
+	int v = 1;
+
+	setup(&f, 4);
+	ck_assert_int_eq(amio_channel_new(f.r, 4, sizeof(int), NULL, &ch), 0);
+	send_int(ch, 1);
+	amio_channel_free(ch); /* drops the queued message, on purpose */
+	ck_assert_int_eq(amio_channel_send(ch, &v), -EPIPE);
+	expect_none(&f, 50); /* a freed channel is never reported */
+	teardown(&f);
+}
+END_TEST
+
+struct blocked {
+	amio_channel *ch;
+	int rc;
+	int64_t waited_ms;
+};
+
+static void *send_blocking(void *arg)
+{
+	struct blocked *b = arg;
+	int64_t t0 = t_now_ms();
+	int v = 42;
+
+	b->rc = amio_channel_send_wait(b->ch, &v, 5000);
+	b->waited_ms = t_now_ms() - t0;
+	return NULL;
+}
+
+START_TEST(send_wait_blocks_until_the_receiver_makes_room)
+{
+	struct fixture f;
+	struct blocked b;
+	pthread_t t;
+	int v = 1;
+
+	setup(&f, 1);
+	send_int(f.ch, 1);
+	ck_assert_int_eq(amio_channel_send_wait(f.ch, &v, 20), -ETIMEDOUT);
+	b = (struct blocked){.ch = f.ch};
+	ck_assert_int_eq(pthread_create(&t, NULL, send_blocking, &b), 0);
+	usleep(100000);
+	ck_assert_int_eq(recv_int(f.ch), 1);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(b.rc, 0);
+	ck_assert_int_ge(b.waited_ms, 90);
+	ck_assert_int_eq(recv_int(f.ch), 42);
+	teardown(&f);
+}
+END_TEST
+
+START_TEST(channels_follow_inbox_routing)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_channel *ch;
+	amio_notification n[2];
+	int v = 5;
+
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+	ck_assert_int_eq(amio_channel_new(r, 8, sizeof(int), NULL, &ch), 0);
+	ck_assert_int_eq(amio_channel_send(ch, &v), 0);
+	ck_assert_int_eq(amio_poller_wait(p, n, 2, 50), 0);
+	ck_assert_int_eq(amio_registrar_wait(r, n, 2, 0), 1);
+	ck_assert_uint_eq(n[0].id, amio_channel_id(ch));
+	ck_assert_uint_eq(n[0].events, AMIO_CHANNEL);
+	ck_assert_int_eq(amio_channel_try_recv(ch, &v), 0);
+	ck_assert_int_eq(v, 5);
+	amio_channel_free(ch);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
+/* ---- Stress: 4 senders x 1,000,000 messages ------------------------------ */
+
+enum { SENDERS = 4 };
+static uint32_t PER_SENDER; /* 1,000,000 x AMIO_TEST_SCALE */
+
+struct msg {
+	uint32_t sender, seq;
+};
+
+struct sender_arg {
+	amio_channel *ch;
+	uint32_t who;
+	uint64_t full; /* sends refused with -EAGAIN (retried) */
+};
+
+static void *sender_main(void *arg)
+{
+	struct sender_arg *a = arg;
+
+	for (uint32_t i = 0; i < PER_SENDER; i++) {
+		struct msg m = {a->who, i};
+		int rc;
+
+		while ((rc = amio_channel_send(a->ch, &m)) == -EAGAIN) {
+			a->full++;
+			sched_yield();
+		}
+		if (rc != 0)
+			ck_abort_msg("send: %s", amio_strerror(rc));
+	}
+	return NULL;
+}
+
+START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
+{
+	amio_poller *p = t_poller(NULL);
+	struct sender_arg args[SENDERS];
+	uint32_t next[SENDERS] = {0};
+	struct amio_poller_stats st;
+	amio_notification n[8];
+	pthread_t th[SENDERS];
+	amio_registrar *r;
+	amio_channel *ch;
+	uint64_t got = 0, notes = 0, bad = 0;
+	int64_t t0;
+	double secs;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_channel_new(r, 4096, sizeof(struct msg), NULL, &ch), 0);
+	t0 = t_now_ms();
+	for (uint32_t i = 0; i < SENDERS; i++) {
+		args[i] = (struct sender_arg){.ch = ch, .who = i};
+		ck_assert_int_eq(pthread_create(&th[i], NULL, sender_main, &args[i]), 0);
+	}
+	while (got < (uint64_t)SENDERS * PER_SENDER) {
+		int rc = amio_poller_wait(p, n, 8, 5000);
+		struct msg m;
+
+		ck_assert_int_gt(rc, 0); /* five quiet seconds: a lost wakeup */
+		notes += (uint64_t)rc;
+		/* Drain on every notification until -EAGAIN. */
+		while (amio_channel_try_recv(ch, &m) == 0) {
+			bad += m.sender >= SENDERS || m.seq != next[m.sender];
+			if (m.sender < SENDERS)
+				next[m.sender] = m.seq + 1;
+			got++;
+		}
+	}
+	secs = (double)(t_now_ms() - t0) / 1000.0;
+	for (int i = 0; i < SENDERS; i++)
+		pthread_join(th[i], NULL);
+	amio_poller_stats(p, &st);
+	fprintf(stderr,
+	        "channel stress: %llu messages in %.2f s (%.0f msg/s), %llu notifications, "
+	        "%llu wakeups sent (%.3f per 1,000 messages), %llu enters\n",
+	        (unsigned long long)got, secs, (double)got / secs, (unsigned long long)notes,
+	        (unsigned long long)st.wakeups_sent, 1000.0 * (double)st.wakeups_sent / (double)got,
+	        (unsigned long long)st.enters);
+	ck_assert_uint_eq(bad, 0);
+	ck_assert_uint_eq(got, (uint64_t)SENDERS * PER_SENDER);
+	for (int i = 0; i < SENDERS; i++)
+		ck_assert_uint_eq(next[i], PER_SENDER);
+	/* Far fewer wakeups than messages: only empty-to-non-empty sends raise. */
+	ck_assert_uint_lt(st.wakeups_sent, got / 10);
+	amio_channel_free(ch);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("channel");
+	TCase *tc = tcase_create("amy");
+
+	t_require_io_uring();
+	PER_SENDER = (uint32_t)t_scale(1000000);
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, nothing_sent_reports_nothing);
+	tcase_add_test(tc, one_send_wakes_the_poller_once_with_one_message);
+	tcase_add_test(tc, two_sends_before_a_wait_make_one_notification);
+	tcase_add_test(tc, a_send_after_the_wait_but_before_the_receive_wakes_nobody);
+	tcase_add_test(tc, a_send_after_a_receive_raises_the_channel_again);
+	tcase_add_test(tc, receiving_until_eagain_withdraws_the_pending_notification);
+	tcase_add_test(tc, a_drained_channel_raises_again_on_the_next_send);
+	tcase_add_test(tc, a_capacity_1_channel_refuses_a_second_send_until_received);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("beyond_amy");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, channel_arguments_are_checked_and_capacity_is_exact);
+	tcase_add_test(tc, sends_to_a_freed_channel_fail_with_epipe);
+	tcase_add_test(tc, send_wait_blocks_until_the_receiver_makes_room);
+	tcase_add_test(tc, channels_follow_inbox_routing);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("stress");
+	tcase_set_timeout(tc, 600);
+	tcase_add_test(tc, four_senders_a_million_messages_each_arrive_once_in_order);
+	suite_add_tcase(s, tc);
+	return t_run(s);
+}
