@@ -237,9 +237,10 @@ AMIO_API int amio_registrar_wait(amio_registrar *r, amio_notification *out, size
  * Timers are io_uring timeouts on CLOCK_MONOTONIC, ids from the same space as
  * sockets, notifications with AMIO_TIMER. The clock starts when the call is
  * made (the caller's clock, not when the poller gets the command), and a timer
- * never fires early. Cost per live timer: one registry entry (about 120 bytes
- * in amio) plus one kernel request (about 300 bytes); no syscall of its own:
- * its SQE and CQEs ride on the poller's io_uring_enter calls.
+ * never fires early. Cost per live timer (measured with 100,000): 124 bytes
+ * of amio memory (its registry entry) and about 360 bytes of kernel slab (one
+ * timeout request); no syscall of its own: one SQE to arm, one CQE per tick,
+ * batched into the poller's io_uring_enter calls (0.004 enters per timer).
  */
 
 /*
