@@ -45,6 +45,10 @@ int amio__backend_enable(struct amio_poller *p);
  * (e->events), a timeout for timers (absolute e->deadline_ns, or a multishot
  * of e->period_ns once AMIO__E_TICKING). 0 or -errno. */
 int amio__backend_arm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
+/* Queue removal of the entry's request (slot, armgen), without touching
+ * the entry's state: a retry after -EALREADY. 0 or -errno. */
+int amio__backend_remove(struct amio_poller *p, struct amio__entry *e, uint32_t slot,
+                         uint32_t armgen);
 /* Queue removal of the entry's request; its final CQE still arrives. */
 int amio__backend_disarm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
 /* Queue a wakeup of a sleeping waiter (poll thread). 0 or -errno. */

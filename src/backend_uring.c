@@ -226,19 +226,30 @@ int amio__backend_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	return 0;
 }
 
-int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+int amio__backend_remove(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t armgen)
 {
 	struct io_uring_sqe *sqe = get_sqe(p);
 
 	if (!sqe)
 		return -EBUSY;
 	if (e->kind == AMIO__KIND_TIMER)
-		io_uring_prep_timeout_remove(sqe, user_data(TAG_TIMER, e->armgen, slot), 0);
+		io_uring_prep_timeout_remove(sqe, user_data(TAG_TIMER, armgen, slot), 0);
 	else
-		io_uring_prep_poll_remove(sqe, user_data(TAG_POLL, e->armgen, slot));
-	io_uring_sqe_set_data64(sqe, user_data(TAG_REMOVE, 0, 0));
+		io_uring_prep_poll_remove(sqe, user_data(TAG_POLL, armgen, slot));
+	/* Success posts nothing; a failure names its target, so -EALREADY
+	 * (the request was being completed right then) can be retried. */
+	io_uring_sqe_set_data64(sqe, user_data(TAG_REMOVE, armgen, slot));
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
-	/* The old poll's final CQE (-ECANCELED) now carries a stale armgen:
+	return 0;
+}
+
+int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	int rc = amio__backend_remove(p, e, slot, e->armgen);
+
+	if (rc < 0)
+		return rc;
+	/* The old request's final CQE (-ECANCELED) now carries a stale armgen:
 	 * it only drops inflight and is never reported. */
 	e->armgen++;
 	e->flags &= ~AMIO__E_ARMED;
@@ -308,8 +319,13 @@ static void dispatch(amio_poller *p, const struct io_uring_cqe *cqe)
 	case TAG_WAKE:
 		AMIO__STAT_ADD(p, wakeups_received, 1);
 		break;
+	case TAG_REMOVE:
+		if (cqe->res == -EALREADY)
+			amio__on_remove_busy(p, (uint32_t)(ud & AMIO__SLOT_MASK),
+			                     (uint32_t)(ud >> AMIO__SLOT_BITS));
+		break;
 	default:
-		/* TAG_REMOVE / TAG_MSG failures (-ENOENT: the poll had already
+		/* TAG_MSG failures, REMOVE's -ENOENT (the poll had already
 		 * ended; -EBADFD: a waiter ring is gone) carry no state. */
 		break;
 	}

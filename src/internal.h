@@ -80,6 +80,7 @@ enum {
 	AMIO__E_EARLY_EVENTS = 1u << 5, /* REREGISTER applied before REGISTER */
 	AMIO__E_PARKED = 1u << 6,       /* disarmed until reregister: ONESHOT fired, or error */
 	AMIO__E_TICKING = 1u << 7,      /* interval timer past its first tick */
+	AMIO__E_RETRY = 1u << 8,        /* retry_armgen's removal is due */
 };
 
 struct amio__entry {
@@ -95,6 +96,9 @@ struct amio__entry {
 	uint32_t flags;    /* AMIO__E_* */
 	uint32_t pending;  /* overflow: events not yet delivered */
 	int32_t pending_error;
+	uint32_t retry_armgen;       /* a removal to retry from the pending list */
+	uint32_t note_idx;           /* Amy mode: its slot in out[] this wait */
+	uint64_t note_seq;           /* the wait that note_idx belongs to */
 	uint32_t kind;               /* enum amio__kind */
 	uint64_t batch;              /* reap batch of the last timer notification */
 	int64_t deadline_ns;         /* timers: next expiry (CLOCK_MONOTONIC) */
@@ -136,6 +140,10 @@ static inline struct amio__entry *amio__registry_entry(struct amio__registry *re
 {
 	return &reg->entries[amio__id_slot(id)];
 }
+
+/* Private bit in notification events: the poller itself finished the id
+ * (a fired one-shot timer), so it is delivered although no longer live. */
+#define AMIO__FINAL (1u << 31)
 
 /* ---- Doorbell: a sleeper's state, so a wakeup is sent once per sleep ---- */
 enum { AMIO__RUNNING = 0, AMIO__SLEEPING = 1, AMIO__NOTIFIED = 2 };
@@ -209,7 +217,8 @@ struct amio_poller {
 	struct amio_registrar *touched;
 	struct amio__entry *pending_head;             /* re-arm on the next wait (LEVEL, retries) */
 	struct amio_channel *ready_head, *ready_tail; /* popped ready channels */
-	uint64_t batch; /* reap batches: timer ticks coalesce within one */
+	uint64_t batch;    /* reap batches: timer ticks coalesce within one */
+	uint64_t wait_seq; /* Amy mode: one notification per id per wait */
 	bool enabled;
 	pthread_t poll_thread;
 	amio_notification *out; /* where this wait's notifications go */
@@ -230,6 +239,9 @@ struct amio_poller {
 void amio__poller_kick(amio_poller *p, amio_registrar *r);
 void amio__poller_unref(amio_poller *p);
 bool amio__entry_live(amio_poller *p, const struct amio__entry *e);
+/* At hand-out time: keep n only if its id is still live (or AMIO__FINAL),
+ * so nothing is handed out after its amio_deregister returned. */
+bool amio__deliverable(amio_poller *p, amio_notification *n);
 /* Give the slot back once deregistered, with nothing in flight or queued. */
 void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot);
 void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error);
@@ -248,6 +260,8 @@ int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds);
 /* CQE handlers, fed by the backend's reap loop. */
 void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
 void amio__on_timer(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
+/* A removal that met its target mid-completion (-EALREADY): try again. */
+void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen);
 
 /* timer.c: apply an AMIO__OP_TIMER command. */
 void amio__timer_apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c);

@@ -274,13 +274,24 @@ void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_
 	amio_notification n = {.id = e->id, .data = e->data, .events = events, .error = error};
 	amio_registrar *r = e->owner;
 
-	AMIO__STAT_ADD(p, notifications, 1);
 	if (!r) {
-		/* Room is guaranteed: reap takes at most out_cap - out_n CQEs and
-		 * each CQE makes at most one notification. */
+		/* One notification per id per wait, as epoll: a user who closes
+		 * on the first cannot trip over a second. Room is guaranteed:
+		 * reap takes at most out_cap - out_n CQEs, each makes at most one. */
+		if (e->note_seq == p->wait_seq && e->note_idx < p->out_n &&
+		    p->out[e->note_idx].id == e->id) {
+			p->out[e->note_idx].events |= events;
+			if (error)
+				p->out[e->note_idx].error = error;
+			return;
+		}
+		AMIO__STAT_ADD(p, notifications, 1);
+		e->note_seq = p->wait_seq;
+		e->note_idx = (uint32_t)p->out_n;
 		p->out[p->out_n++] = n;
 		return;
 	}
+	AMIO__STAT_ADD(p, notifications, 1);
 	if (!r->ovf_head && ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n)) {
 		touch(p, r);
 		return;
@@ -297,7 +308,7 @@ static void flush_overflow(amio_poller *p, amio_registrar *r)
 		uint32_t slot = amio__id_slot(e->id);
 		amio_notification n = {e->id, e->data, e->pending, e->pending_error};
 
-		if (amio__entry_live(p, e) &&
+		if ((amio__entry_live(p, e) || (e->pending & AMIO__FINAL)) &&
 		    !ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
 			break;
 		r->ovf_head = e->next_ovf;
@@ -540,7 +551,21 @@ static void drain(amio_poller *p)
 	amio__channels_handle(p);
 }
 
-/* Re-arm LEVEL registrations and retry removals, once per wait call. */
+void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen)
+{
+	struct amio__entry *e = &p->reg.entries[slot];
+
+	/* The target is still in flight (the slot cannot have been reused
+	 * while inflight > 0). Retry now; without an SQE, on the next wait. */
+	if (e->inflight == 0 || amio__backend_remove(p, e, slot, armgen) == 0)
+		return;
+	e->retry_armgen = armgen;
+	e->flags |= AMIO__E_RETRY;
+	push_pending(p, e);
+}
+
+/* Re-arm LEVEL registrations and retry removals: once per wait call, and
+ * every iteration of amio_poller_run. */
 static void run_pending(amio_poller *p)
 {
 	struct amio__entry *e = p->pending_head;
@@ -548,9 +573,15 @@ static void run_pending(amio_poller *p)
 	p->pending_head = NULL;
 	while (e) {
 		struct amio__entry *next = e->next_pending;
+		uint32_t slot = (uint32_t)(e - p->reg.entries);
 
 		e->flags &= ~AMIO__E_PENDING;
-		amio__reconcile(p, e, amio__id_slot(e->id));
+		if ((e->flags & AMIO__E_RETRY) &&
+		    amio__backend_remove(p, e, slot, e->retry_armgen) == 0)
+			e->flags &= ~AMIO__E_RETRY;
+		if (e->flags & AMIO__E_RETRY)
+			push_pending(p, e);
+		amio__reconcile(p, e, slot);
 		e = next;
 	}
 }
@@ -623,6 +654,29 @@ static int enable(amio_poller *p)
 	return 0;
 }
 
+bool amio__deliverable(amio_poller *p, amio_notification *n)
+{
+	if (n->events & AMIO__FINAL) {
+		n->events &= ~AMIO__FINAL;
+		return true;
+	}
+	return amio__registry_live(&p->reg, n->id, AMIO__KIND_ANY);
+}
+
+/* Drop notifications whose id was deregistered since they were made; true
+ * if any is left to return. A new wait_seq: out[] indexes moved. */
+static bool filter_out(amio_poller *p)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < p->out_n; i++)
+		if (amio__deliverable(p, &p->out[i]))
+			p->out[kept++] = p->out[i];
+	p->out_n = kept;
+	p->wait_seq++;
+	return kept > 0;
+}
+
 static unsigned reap(amio_poller *p)
 {
 	return amio__backend_reap(p, (unsigned)(p->out_cap - p->out_n));
@@ -630,15 +684,18 @@ static unsigned reap(amio_poller *p)
 
 /* One wait: at most one io_uring_enter per loop iteration. Returns the
  * number of notifications in p->out, 0 on timeout or stop, or -errno. */
-static int poll_loop(amio_poller *p, int timeout_ms)
+static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 {
 	int64_t deadline = timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
 	int rc;
 
+	p->wait_seq++;
 	run_pending(p);
 	for (;;) {
 		int64_t left = -1;
 
+		if (run && p->pending_head)
+			run_pending(p);
 		drain(p);
 		ring_touched(p);
 		if (ck_pr_load_32(&p->stop)) {
@@ -655,7 +712,7 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 					return rc;
 			}
 			reap(p);
-			if (p->out_n || timeout_ms == 0)
+			if (filter_out(p) || timeout_ms == 0)
 				return (int)p->out_n;
 			continue;
 		}
@@ -673,7 +730,7 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 		if (rc < 0 && rc != -ETIME && rc != -EINTR)
 			return rc;
 		reap(p);
-		if (p->out_n)
+		if (filter_out(p))
 			return (int)p->out_n;
 	}
 }
@@ -702,17 +759,20 @@ int amio_poller_wait(amio_poller *p, amio_notification *out, size_t cap, int tim
 	if (rc < 0)
 		return rc;
 	if (p->stash_n) {
-		size_t n = p->stash_n < cap ? p->stash_n : cap;
+		size_t n = 0, used = 0;
 
-		memcpy(out, p->stash, n * sizeof(*out));
-		memmove(p->stash, p->stash + n, (p->stash_n - n) * sizeof(*out));
-		p->stash_n -= n;
-		return (int)n;
+		while (used < p->stash_n && n < cap)
+			if (amio__deliverable(p, &p->stash[used++]))
+				out[n++] = p->stash[used - 1];
+		memmove(p->stash, p->stash + used, (p->stash_n - used) * sizeof(*out));
+		p->stash_n -= used;
+		if (n)
+			return (int)n;
 	}
 	p->out = out;
 	p->out_cap = cap;
 	p->out_n = 0;
-	return finish(p, poll_loop(p, timeout_ms));
+	return finish(p, poll_loop(p, timeout_ms, false));
 }
 
 int amio_poller_run(amio_poller *p)
@@ -732,7 +792,7 @@ int amio_poller_run(amio_poller *p)
 	p->out = p->stash;
 	p->out_cap = room;
 	p->out_n = 0;
-	rc = poll_loop(p, -1);
+	rc = poll_loop(p, -1, true);
 	if (rc > 0)
 		p->stash_n = (size_t)rc;
 	return finish(p, rc > 0 ? 1 : rc);

@@ -236,15 +236,23 @@ int amio_deregister(amio_registrar *r, uint64_t id)
 
 /* ---- Inbox -------------------------------------------------------------- */
 
+/* Hand out what the inbox holds, dropping ids deregistered since delivery.
+ * Returns the count, or -ESHUTDOWN (the registry is gone with the poller). */
 static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap)
 {
-	size_t n = 0;
+	size_t n = 0, taken = 0;
+	int rc = enter(r);
 
-	while (n < cap && ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &out[n]))
-		n++;
+	if (rc < 0)
+		return rc;
+	while (n < cap && ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &out[n])) {
+		taken++;
+		n += amio__deliverable(r->p, &out[n]);
+	}
 	/* The poller parked notifications for lack of room: there is room now. */
-	if (n && ck_pr_load_32(&r->overflowed))
+	if (taken && ck_pr_load_32(&r->overflowed))
 		amio__poller_kick(r->p, r);
+	leave(r);
 	return (int)n;
 }
 
@@ -260,9 +268,7 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 
 		n = pop_inbox(r, out, cap);
 		if (n)
-			return n;
-		if (ck_pr_load_32(&r->p->shutdown))
-			return -ESHUTDOWN;
+			return n; /* a count, or -ESHUTDOWN */
 		if (timeout_ms == 0)
 			return 0;
 		if (timeout_ms > 0 && (left = deadline - now_ns()) <= 0)

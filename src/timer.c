@@ -73,7 +73,7 @@ static void finish_oneshot(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	bool won = amio__registry_close(&p->reg, e->id, AMIO__KIND_BIT(AMIO__KIND_TIMER)) == 0;
 
 	if (won) {
-		amio__notify(p, e, AMIO_TIMER, 0);
+		amio__notify(p, e, AMIO_TIMER | AMIO__FINAL, 0);
 		e->flags |= AMIO__E_DEREGISTERED;
 	}
 	amio__maybe_free(p, e, slot);

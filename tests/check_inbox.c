@@ -221,6 +221,40 @@ START_TEST(freeing_an_inbox_registrar_mid_delivery_is_safe)
 }
 END_TEST
 
+/* Notifications already in an inbox when their id is deregistered are not
+ * handed out: "once amio_deregister returns, nothing for the id". */
+START_TEST(an_id_deregistered_while_queued_in_the_inbox_is_not_returned)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[4];
+	int a[2], b[2], ta, tb;
+	int64_t ida, idb;
+	pthread_t pt;
+
+	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
+	ck_assert_int_eq(write(a[0], "x", 1), 1);
+	ck_assert_int_eq(write(b[0], "x", 1), 1);
+	ida = amio_register(r, a[1], AMIO_READ, &ta);
+	idb = amio_register(r, b[1], AMIO_READ, &tb);
+	usleep(200000); /* both notifications are in the inbox */
+	ck_assert_int_eq(amio_registrar_wait(r, n, 1, 1000), 1);
+	ck_assert_int_eq(
+	    amio_deregister(r, n[0].id == (uint64_t)ida ? (uint64_t)idb : (uint64_t)ida), 0);
+	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 100), 0);
+	amio_registrar_free(r);
+	stop_poller(p, pt);
+	amio_poller_free(p);
+	close(a[0]);
+	close(a[1]);
+	close(b[0]);
+	close(b[1]);
+}
+END_TEST
+
 START_TEST(registrar_wait_checks_its_arguments_and_times_out)
 {
 	amio_poller *p = t_poller(NULL);
@@ -254,6 +288,7 @@ static Suite *inbox_suite(void)
 	tcase_add_test(tc, run_hands_amy_mode_notifications_back_to_wait);
 	tcase_add_test(tc, freeing_an_inbox_registrar_deregisters_its_ids);
 	tcase_add_test(tc, freeing_an_inbox_registrar_mid_delivery_is_safe);
+	tcase_add_test(tc, an_id_deregistered_while_queued_in_the_inbox_is_not_returned);
 	tcase_add_test(tc, registrar_wait_checks_its_arguments_and_times_out);
 	suite_add_tcase(s, tc);
 	return s;
