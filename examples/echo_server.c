@@ -36,6 +36,7 @@ struct conn {
 
 struct worker {
 	struct conn *conns;
+	struct conn *dead; /* closed in this batch: freed after it */
 	pthread_t thread;
 	amio_poller *p;
 	uint16_t port;
@@ -76,7 +77,19 @@ static void conn_close(struct worker *w, amio_registrar *r, struct conn *c)
 	while (amio_deregister(r, (uint64_t)c->id) == -EAGAIN)
 		sched_yield();
 	close(c->fd);
-	free(c);
+	/* One batch may hold a second notification for c: free it after. */
+	c->fd = -1;
+	c->next = w->dead;
+	w->dead = c;
+}
+
+static void free_dead(struct worker *w)
+{
+	while (w->dead) {
+		struct conn *c = w->dead;
+		w->dead = c->next;
+		free(c);
+	}
 }
 
 /* Write back what is buffered; returns -1 when the connection is dead. */
@@ -164,13 +177,15 @@ static void *worker_main(void *arg)
 
 			if (!c) {
 				accept_all(w, r, lfd);
-			} else if ((n[i].events & AMIO_ERROR) || echo(w, c) < 0) {
+			} else if (c->fd >= 0 && ((n[i].events & AMIO_ERROR) || echo(w, c) < 0)) {
 				conn_close(w, r, c);
 			}
 		}
+		free_dead(w);
 	}
 	while (w->conns)
 		conn_close(w, r, w->conns);
+	free_dead(w);
 	amio_deregister(r, (uint64_t)lid);
 	close(lfd);
 	amio_registrar_free(r);
