@@ -21,8 +21,9 @@ release: deps
 
 demo: release
 	@sh scripts/demo.sh build/release
+	@sh scripts/frame_demo.sh build/release
 
-test: test-debug test-asan
+test: test-debug test-asan test-tsan
 
 test-debug: build
 	@cd build/debug && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
@@ -37,7 +38,7 @@ test-asan: deps
 test-tsan: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build --preset tsan -j $(JOBS)
-	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
+	@cd build/tsan && AMIO_TEST_SCALE=0.02 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
 	  ctest --output-on-failure -j $(JOBS) -L threads $(CTEST_ARGS)
 
 # Fuzzes the frame reader with libFuzzer (clang only, no CMake) for FUZZ_SECONDS,
