@@ -195,17 +195,9 @@ int amio_channel_send(amio_channel *ch, const void *msg)
 	return 0;
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 {
-	int64_t deadline = now_ns() + (int64_t)timeout_ms * 1000000;
+	int64_t deadline = amio__now_ns() + (int64_t)timeout_ms * 1000000;
 
 	if (timeout_ms < -1)
 		return -EINVAL;
@@ -213,7 +205,7 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 		uint32_t seq = ck_pr_load_32(&ch->space_seq);
 		struct timespec ts, *tsp = NULL;
 		int rc = amio_channel_send(ch, msg);
-		int64_t left = deadline - now_ns();
+		int64_t left = deadline - amio__now_ns();
 
 		if (rc != -EAGAIN)
 			return rc;

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <ck_pr.h>
 #include <ck_ring.h>
@@ -12,6 +13,18 @@
 #include "backend.h"
 
 #define AMIO__CACHELINE 64
+
+/* CLOCK_MONOTONIC in ns: deadlines, timeouts and the idle spin. */
+static inline int64_t amio__now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The poller's incoming-registrar stack once amio_poller_free ran. */
+#define AMIO__INCOMING_CLOSED ((struct amio_registrar *)1)
 
 /* ---- Ids ---------------------------------------------------------------
  * id = generation << 24 | slot. The registering thread takes a free slot and

@@ -11,16 +11,6 @@
 
 #include "internal.h"
 
-#define INCOMING_CLOSED ((struct amio_registrar *)1)
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static uint32_t round_pow2(uint32_t v)
 {
 	uint32_t r = 2;
@@ -120,8 +110,8 @@ void amio_poller_free(amio_poller *p)
 	 * new registrars are refused, and every call sees shutdown. */
 	ck_pr_store_32(&p->state, AMIO__NOTIFIED);
 	ck_pr_store_32(&p->shutdown, 1);
-	in = ck_pr_fas_ptr(&p->incoming, INCOMING_CLOSED);
-	while (in && in != INCOMING_CLOSED) {
+	in = ck_pr_fas_ptr(&p->incoming, AMIO__INCOMING_CLOSED);
+	while (in && in != AMIO__INCOMING_CLOSED) {
 		next = in->next_new;
 		in->next = p->registrars;
 		p->registrars = in;
@@ -615,12 +605,12 @@ static bool spin_for_work(amio_poller *p, int64_t left_ns)
 		return false;
 	if (left_ns >= 0 && left_ns < budget)
 		budget = left_ns;
-	end = now_ns() + budget;
+	end = amio__now_ns() + budget;
 	for (unsigned i = 1;; i++) {
 		if (work_queued(p) || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p))
 			return true;
 		ck_pr_stall();
-		if (i % 64 == 0 && now_ns() >= end)
+		if (i % 64 == 0 && amio__now_ns() >= end)
 			return false;
 	}
 }
@@ -686,7 +676,7 @@ static unsigned reap(amio_poller *p)
  * number of notifications in p->out, 0 on timeout or stop, or -errno. */
 static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 {
-	int64_t deadline = timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+	int64_t deadline = timeout_ms > 0 ? amio__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
 	int rc;
 
 	p->wait_seq++;
@@ -717,7 +707,7 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 			continue;
 		}
 		if (timeout_ms > 0) {
-			left = deadline - now_ns();
+			left = deadline - amio__now_ns();
 			if (left <= 0) {
 				timeout_ms = 0; /* one last non-blocking look */
 				continue;

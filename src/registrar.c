@@ -10,16 +10,6 @@
 
 #include "internal.h"
 
-#define INCOMING_CLOSED ((struct amio_registrar *)1)
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- Lifetime ----------------------------------------------------------- */
 
 void amio__registrar_unref(amio_registrar *r)
@@ -43,7 +33,7 @@ static int publish(amio_poller *p, amio_registrar *r)
 	 * adopts the whole stack at its next iteration. */
 	do {
 		head = ck_pr_load_ptr(&p->incoming);
-		if (head == INCOMING_CLOSED)
+		if (head == AMIO__INCOMING_CLOSED)
 			return -ESHUTDOWN;
 		r->next_new = head;
 	} while (!ck_pr_cas_ptr(&p->incoming, head, r));
@@ -258,7 +248,7 @@ static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap)
 
 int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, int timeout_ms)
 {
-	int64_t deadline = timeout_ms > 0 ? now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+	int64_t deadline = timeout_ms > 0 ? amio__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
 	int n, rc;
 
 	if (!r || !(r->flags & AMIO_INBOX) || !out || cap == 0 || timeout_ms < -1)
@@ -271,7 +261,7 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 			return n; /* a count, or -ESHUTDOWN */
 		if (timeout_ms == 0)
 			return 0;
-		if (timeout_ms > 0 && (left = deadline - now_ns()) <= 0)
+		if (timeout_ms > 0 && (left = deadline - amio__now_ns()) <= 0)
 			return pop_inbox(r, out, cap);
 		ck_pr_store_32(&r->doorbell, AMIO__SLEEPING);
 		/* SLEEPING before the inbox re-check; pairs with the poller's

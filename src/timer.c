@@ -10,14 +10,6 @@
 /* Above this many ms the deadline in ns would not fit an int64_t. */
 #define MAX_TIMER_MS (UINT64_C(1) << 53)
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- Registrar side ------------------------------------------------------- */
 
 static int64_t add_timer(amio_registrar *r, uint64_t ms, uint64_t period_ms, void *data)
@@ -27,7 +19,7 @@ static int64_t add_timer(amio_registrar *r, uint64_t ms, uint64_t period_ms, voi
 	struct amio__cmd c = {
 	    .op = AMIO__OP_TIMER,
 	    .data = data,
-	    .deadline_ns = now_ns() + (int64_t)ms * 1000000,
+	    .deadline_ns = amio__now_ns() + (int64_t)ms * 1000000,
 	    .period_ns = (int64_t)period_ms * 1000000,
 	};
 
@@ -84,7 +76,7 @@ static void finish_oneshot(amio_poller *p, struct amio__entry *e, uint32_t slot)
  * missed collapse into this one. */
 static void next_tick(struct amio__entry *e)
 {
-	int64_t now = now_ns();
+	int64_t now = amio__now_ns();
 
 	e->flags |= AMIO__E_TICKING;
 	e->deadline_ns += e->period_ns;
