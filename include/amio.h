@@ -125,8 +125,9 @@ AMIO_API int amio_poller_new(amio_poller **out, const struct amio_poller_config 
 
 /*
  * Free the poller. Live registrations are cancelled; registrars still in use
- * stay valid memory and every later call on them returns -ESHUTDOWN; each must
- * still be freed with amio_registrar_free().
+ * stay valid memory and every later call on them returns -ESHUTDOWN (a call
+ * blocked in amio_registrar_wait is woken and returns it); each must still be
+ * freed with amio_registrar_free().
  * Thread: the poll thread, or any thread once the poll thread no longer uses p.
  */
 AMIO_API void amio_poller_free(amio_poller *p);

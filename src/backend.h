@@ -65,6 +65,9 @@ unsigned amio__backend_reap(struct amio_poller *p, unsigned max);
 /* Wake the poll thread from another thread (one MSG_RING). from: the caller's
  * waiter if it has a ring, else NULL (ring-less or the poller's stop ring). */
 int amio__backend_wake_poller(struct amio_poller *p, struct amio__waiter *from);
+/* Wake a waiter now, from any thread (amio_poller_free: blocked inbox
+ * waiters must see -ESHUTDOWN). 0 or -errno. */
+int amio__backend_wake_waiter_now(struct amio_poller *p, struct amio__waiter *w);
 
 int amio__waiter_init(struct amio__waiter *w, bool need_ring);
 void amio__waiter_destroy(struct amio__waiter *w);

@@ -383,15 +383,15 @@ static int send_msg(struct io_uring *src, const struct io_uring_sqe *msg)
 	return rc;
 }
 
-int amio__backend_wake_poller(amio_poller *p, struct amio__waiter *from)
+/* One MSG_RING wakeup to target_fd, sent now from the calling thread. */
+static int send_wake(amio_poller *p, int target_fd, struct amio__waiter *from)
 {
 	struct amio__backend *be = &p->be;
 	struct io_uring_sqe msg;
 	int rc;
 
 	memset(&msg, 0, sizeof(msg));
-	io_uring_prep_msg_ring(&msg, be->ring_fd, 0, user_data(TAG_WAKE, 0, 0), 0);
-	ck_pr_faa_64(&p->wakeups_sent, 1);
+	io_uring_prep_msg_ring(&msg, target_fd, 0, user_data(TAG_WAKE, 0, 0), 0);
 	if (be->ringless_msg)
 		return io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, &msg, 1);
 	if (from && from->has_ring)
@@ -400,6 +400,17 @@ int amio__backend_wake_poller(amio_poller *p, struct amio__waiter *from)
 	rc = send_msg(&be->stop_ring, &msg);
 	pthread_mutex_unlock(&be->stop_lock);
 	return rc;
+}
+
+int amio__backend_wake_poller(amio_poller *p, struct amio__waiter *from)
+{
+	ck_pr_faa_64(&p->wakeups_sent, 1);
+	return send_wake(p, p->be.ring_fd, from);
+}
+
+int amio__backend_wake_waiter_now(amio_poller *p, struct amio__waiter *w)
+{
+	return w->has_ring ? send_wake(p, w->ring.ring_fd, NULL) : 0;
 }
 
 /* ---- Waiters ------------------------------------------------------------ */

@@ -124,6 +124,10 @@ void amio_poller_free(amio_poller *p)
 	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all)
 		while (ck_pr_load_32(&ch->senders))
 			ck_pr_stall();
+	/* Workers asleep on their inbox would never learn of the shutdown. */
+	for (r = p->registrars; r; r = r->next)
+		if (r->flags & AMIO_INBOX)
+			(void)amio__backend_wake_waiter_now(p, &r->waiter);
 	/* Exiting the ring cancels every poll, so users' close() sends FIN. */
 	amio__backend_destroy(p);
 	amio__registry_destroy(&p->reg);

@@ -255,6 +255,39 @@ START_TEST(an_id_deregistered_while_queued_in_the_inbox_is_not_returned)
 }
 END_TEST
 
+static void *wait_forever(void *r)
+{
+	amio_notification n[1];
+
+	return (void *)(intptr_t)amio_registrar_wait(r, n, 1, -1);
+}
+
+/* Freeing the poller wakes workers blocked on their inbox: -ESHUTDOWN. */
+START_TEST(freeing_the_poller_wakes_a_blocked_inbox_waiter)
+{
+	int fds_before = t_count_fds();
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[1];
+	pthread_t t;
+	void *rc;
+	int64_t t0;
+
+	ck_assert_int_eq(amio_poller_wait(p, n, 1, 0), 0);
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, wait_forever, r), 0);
+	usleep(50000);
+	t0 = t_now_ms();
+	amio_poller_free(p);
+	pthread_join(t, &rc);
+	ck_assert_int_eq((int)(intptr_t)rc, -ESHUTDOWN);
+	ck_assert_int_lt(t_now_ms() - t0, 1000);
+	ck_assert_int_eq(amio_register(r, 0, AMIO_READ, NULL), -ESHUTDOWN);
+	amio_registrar_free(r);
+	ck_assert_int_eq(t_count_fds(), fds_before);
+}
+END_TEST
+
 START_TEST(registrar_wait_checks_its_arguments_and_times_out)
 {
 	amio_poller *p = t_poller(NULL);
@@ -289,6 +322,7 @@ static Suite *inbox_suite(void)
 	tcase_add_test(tc, freeing_an_inbox_registrar_deregisters_its_ids);
 	tcase_add_test(tc, freeing_an_inbox_registrar_mid_delivery_is_safe);
 	tcase_add_test(tc, an_id_deregistered_while_queued_in_the_inbox_is_not_returned);
+	tcase_add_test(tc, freeing_the_poller_wakes_a_blocked_inbox_waiter);
 	tcase_add_test(tc, registrar_wait_checks_its_arguments_and_times_out);
 	suite_add_tcase(s, tc);
 	return s;
