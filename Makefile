@@ -4,7 +4,7 @@ DEPS      := cmake gcc pkg-config liburing-dev libck-dev check
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz
+.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench
 
 all: build
 
@@ -22,6 +22,16 @@ release: deps
 demo: release
 	@sh scripts/demo.sh build/release
 	@sh scripts/frame_demo.sh build/release
+
+# Echo servers side by side (bench/run.sh): amio, raw liburing, epoll and the
+# peer libraries, quick matrix; the table goes to bench/results/echo-<date>.md.
+BENCH_DEPS := libuv1-dev libevent-dev libev-dev
+
+bench: deps
+	@sh scripts/deps.sh $(BENCH_DEPS)
+	@cmake --preset release >/dev/null
+	@cmake --build --preset release -j $(JOBS)
+	@QUICK=1 sh bench/run.sh build/release
 
 test: test-debug test-asan test-tsan
 

@@ -1,0 +1,92 @@
+/*
+ * Shared by the amio bench servers: pooled connections (never freed while the
+ * server runs, so a notification already handed out for a closed connection
+ * is recognised by its id and dropped), accept and close through a registrar.
+ */
+#ifndef BENCH_SRV_AMIO_COMMON_H
+#define BENCH_SRV_AMIO_COMMON_H
+
+#include "srv_common.h"
+#include <amio.h>
+#include <pthread.h>
+#include <sched.h>
+
+struct aconn {
+	struct srv_echo e;
+	int64_t id; /* 0 while closed */
+	struct aconn *next_free;
+};
+
+struct apool {
+	struct aconn *free_list;
+};
+
+static inline void apool_accept(struct apool *pool, amio_registrar *r, int lfd)
+{
+	int fd;
+
+	while ((fd = srv_accept(lfd)) >= 0) {
+		struct aconn *c = pool->free_list;
+
+		if (c)
+			pool->free_list = c->next_free;
+		else if (!(c = malloc(sizeof(*c)))) {
+			close(fd);
+			continue;
+		}
+		c->e.fd = fd;
+		c->e.off = c->e.len = 0;
+		/* Both directions, edge-triggered: no reregister per message. */
+		while ((c->id = amio_register(r, fd, AMIO_BOTH, c)) == -EAGAIN)
+			sched_yield();
+		if (c->id < 0) {
+			close(fd);
+			c->id = 0;
+			c->next_free = pool->free_list;
+			pool->free_list = c;
+		}
+	}
+}
+
+/* Handle one notification for a connection (n->data != NULL). */
+static inline void apool_event(struct apool *pool, amio_registrar *r, const amio_notification *n)
+{
+	struct aconn *c = n->data;
+
+	if ((int64_t)n->id != c->id)
+		return; /* closed (and maybe reused) since */
+	if (!(n->events & AMIO_ERROR) && srv_echo_step(&c->e) >= 0)
+		return;
+	/* Deregister first: only then does close() send FIN. */
+	while (amio_deregister(r, (uint64_t)c->id) == -EAGAIN)
+		sched_yield();
+	close(c->e.fd);
+	c->id = 0;
+	c->next_free = pool->free_list;
+	pool->free_list = c;
+}
+
+/* A poller with the default config, or with AMIO_POLLER_NO_SPIN when the
+ * environment has BENCH_AMIO_NO_SPIN=1 (to measure what the idle spin costs). */
+static inline int apoller_new(amio_poller **out)
+{
+	struct amio_poller_config cfg;
+	const char *v = getenv("BENCH_AMIO_NO_SPIN");
+
+	memset(&cfg, 0, sizeof(cfg));
+	if (v && *v == '1')
+		cfg.flags |= AMIO_POLLER_NO_SPIN;
+	return amio_poller_new(out, &cfg);
+}
+
+/* Blocks SIGINT/SIGTERM in this thread and the threads it creates. */
+static inline void asig_block(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+#endif /* BENCH_SRV_AMIO_COMMON_H */
