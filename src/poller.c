@@ -411,10 +411,10 @@ struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id)
 	/* The first command of this generation to arrive (REGISTER may trail a
 	 * DEREGISTER sent from another thread), or a stale one for an id
 	 * already freed: the slot word tells them apart. */
-	if ((ck_pr_load_64(&p->reg.words[slot]) >> 4) != amio__id_gen(id))
+	if ((amio__word_load(&p->reg.words[slot]) >> 4) != amio__id_gen(id))
 		return NULL;
 	e->id = id;
-	e->kind = (uint32_t)(ck_pr_load_64(&p->reg.words[slot]) >> 2) & 3;
+	e->kind = (uint32_t)(amio__word_load(&p->reg.words[slot]) >> 2) & 3;
 	return e;
 }
 

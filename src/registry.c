@@ -82,8 +82,8 @@ int64_t amio__registry_alloc(struct amio__registry *reg, unsigned kind)
 	}
 	/* The slot is ours alone until we publish LIVE; the store is atomic
 	 * because other threads may validate stale ids against it. */
-	gen = (ck_pr_load_64(&reg->words[slot]) >> 4) + 1;
-	ck_pr_store_64(&reg->words[slot], amio__slot_word(gen, kind, AMIO__SLOT_LIVE));
+	gen = (amio__word_load(&reg->words[slot]) >> 4) + 1;
+	amio__word_store(&reg->words[slot], amio__slot_word(gen, kind, AMIO__SLOT_LIVE));
 	return (int64_t)(gen << AMIO__SLOT_BITS | slot);
 }
 
@@ -102,7 +102,7 @@ static uint64_t live_word(const struct amio__registry *reg, uint64_t id, unsigne
 
 	if (!id_in_range(reg, id))
 		return 0;
-	w = ck_pr_load_64(&reg->words[amio__id_slot(id)]);
+	w = amio__word_load(&reg->words[amio__id_slot(id)]);
 	kind = (unsigned)(w >> 2) & 3;
 	if (w != amio__slot_word(amio__id_gen(id), kind, AMIO__SLOT_LIVE) ||
 	    !(kinds & AMIO__KIND_BIT(kind)))
