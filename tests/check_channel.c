@@ -364,8 +364,13 @@ START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 	ck_assert_uint_eq(got, (uint64_t)SENDERS * PER_SENDER);
 	for (int i = 0; i < SENDERS; i++)
 		ck_assert_uint_eq(next[i], PER_SENDER);
-	/* Far fewer wakeups than messages: only empty-to-non-empty sends raise. */
-	ck_assert_uint_lt(st.wakeups_sent, got / 10);
+	/* One wakeup per poller sleep at most, at any speed. */
+	ck_assert_uint_le(st.wakeups_sent, st.enters);
+	/* Far fewer wakeups than messages: only empty-to-non-empty sends raise.
+	 * An efficiency bound, checked at full scale (debug, ASan); the scaled
+	 * TSan run is 10-50x slower and checks interleavings, not speed. */
+	if (PER_SENDER >= 1000000)
+		ck_assert_uint_lt(st.wakeups_sent, got / 10);
 	amio_channel_free(ch);
 	amio_registrar_free(r);
 	amio_poller_free(p);
