@@ -298,8 +298,6 @@ void amio__on_timer(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res,
 /* A removal that met its target mid-completion (-EALREADY): try again. */
 void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen);
 
-/* timer.c: apply an AMIO__OP_TIMER command. */
-void amio__timer_apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c);
 /* channel.c: poll thread side. */
 void amio__channels_pop(amio_poller *p);
 void amio__channels_handle(amio_poller *p);

@@ -405,16 +405,18 @@ struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id)
 {
 	uint32_t slot = amio__id_slot(id);
 	struct amio__entry *e = &p->reg.entries[slot];
+	uint64_t word;
 
 	if (e->id == id)
 		return e;
 	/* The first command of this generation to arrive (REGISTER may trail a
 	 * DEREGISTER sent from another thread), or a stale one for an id
-	 * already freed: the slot word tells them apart. */
-	if ((amio__word_load(&p->reg.words[slot]) >> 4) != amio__id_gen(id))
+	 * already freed: the slot word tells them apart, and gives the kind. */
+	word = amio__word_load(&p->reg.words[slot]);
+	if ((word >> 4) != amio__id_gen(id))
 		return NULL;
 	e->id = id;
-	e->kind = (uint32_t)(amio__word_load(&p->reg.words[slot]) >> 2) & 3;
+	e->kind = (uint32_t)(word >> 2) & 3;
 	return e;
 }
 
@@ -429,15 +431,16 @@ static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 	switch (c->op) {
 	case AMIO__OP_REGISTER:
 	case AMIO__OP_CHANNEL:
+	case AMIO__OP_TIMER:
+		/* Every kind (timers and channels carry fd and events 0). */
 		e->fd = c->fd;
 		e->data = c->data;
 		e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
+		e->deadline_ns = c->deadline_ns;
+		e->period_ns = c->period_ns;
 		if (!(e->flags & AMIO__E_EARLY_EVENTS))
 			e->events = c->events;
 		e->flags |= AMIO__E_REGISTERED;
-		break;
-	case AMIO__OP_TIMER:
-		amio__timer_apply(p, r, c);
 		break;
 	case AMIO__OP_REREGISTER:
 		e->events = c->events;

@@ -47,17 +47,6 @@ int amio_cancel_timer(amio_registrar *r, uint64_t id)
 
 /* ---- Poll thread side ----------------------------------------------------- */
 
-void amio__timer_apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
-{
-	struct amio__entry *e = &p->reg.entries[amio__id_slot(c->id)];
-
-	e->data = c->data;
-	e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
-	e->deadline_ns = c->deadline_ns;
-	e->period_ns = c->period_ns;
-	e->flags |= AMIO__E_REGISTERED;
-}
-
 /* A one-shot timer finishes itself: its id is closed by the poller, unless
  * a cancel won the race (then the tick is not reported). */
 static void finish_oneshot(amio_poller *p, struct amio__entry *e, uint32_t slot)
