@@ -161,6 +161,18 @@ static inline void t_require_io_uring(void)
 	exit(req && strcmp(req, "1") == 0 ? 1 : 77);
 }
 
+/* One row of docs/RELIABILITY.md, printed by the test that measured it:
+ *   RELIABILITY|<area>|<what was tried>|<figure>|<result>
+ * scripts/reliability.sh runs the tests and turns these lines into the
+ * table, so the document only ever holds what a test printed. */
+#define t_report(area, tried, result, ...)                                          \
+	do {                                                                        \
+		printf("RELIABILITY|%s|%s|", (area), (tried));                      \
+		printf(__VA_ARGS__);                                                \
+		printf("|%s\n", (result));                                          \
+		fflush(stdout);                                                     \
+	} while (0)
+
 /* Run one suite; returns the process exit code. */
 static inline int t_run(Suite *s)
 {

@@ -1,0 +1,40 @@
+/*
+ * Fault injection (tests only): with -DAMIO_FAULT_INJECTION=ON the poller's
+ * io_uring calls can be told to fail on demand, so the tests can prove that
+ * a full SQ or a failing io_uring_enter loses no command and no notification.
+ * Without the option every hook is a constant 0 and compiles away.
+ */
+#ifndef AMIO_FAULT_H
+#define AMIO_FAULT_H
+
+#include <stdint.h>
+
+enum amio__fault_site {
+	AMIO__FAULT_SQE,   /* io_uring_get_sqe returns NULL: the SQ is full */
+	AMIO__FAULT_ENTER, /* io_uring_enter (every submit and wait) fails with err */
+	AMIO__FAULT_SITES
+};
+
+#ifdef AMIO_FAULT_INJECTION
+#ifndef AMIO_API
+#define AMIO_API __attribute__((visibility("default")))
+#endif
+/*
+ * From now on, every every-th call at site fails (with -err for ENTER; SQE
+ * ignores err), up to limit times (0: no limit). every 0 turns site off and
+ * clears its count. Thread: any (the poll thread reads the settings).
+ */
+AMIO_API void amio__fault_set(enum amio__fault_site site, int err, uint32_t every, uint64_t limit);
+/* Faults injected at site since it was last set. Thread: any. */
+AMIO_API uint64_t amio__fault_count(enum amio__fault_site site);
+/* Poll thread: 0, or the -errno this call must fail with (SQE: -EBUSY). */
+int amio__fault(enum amio__fault_site site);
+#else
+static inline int amio__fault(enum amio__fault_site site)
+{
+	(void)site;
+	return 0;
+}
+#endif
+
+#endif /* AMIO_FAULT_H */

@@ -1,0 +1,385 @@
+/*
+ * Fault injection (src/fault.h, -DAMIO_FAULT_INJECTION=ON): the poller's
+ * io_uring calls fail on demand while 10,000 mixed commands (register,
+ * reregister, deregister, writes that make sockets readable, one-shot
+ * timers and their cancellation, channel sends) run through it. For each
+ * fault the test keeps a model of what must come back and proves: every
+ * command takes effect or yields exactly one AMIO_ERROR for its id; no
+ * notification is lost (each byte written is reported, each timer fires,
+ * each channel message arrives) or duplicated (no READ without a byte, no
+ * second tick); no id is reported after its deregister; fds and heap are
+ * back at their starting counts once the poller is freed.
+ */
+#include <malloc.h>
+
+#include "amio_test.h"
+#include "../src/fault.h"
+
+#define NSOCK 64
+#define NCMD  10000
+
+enum kind { SOCK, TIMER, CHAN };
+
+struct sock {
+	enum kind kind; /* first: notifications' data points here */
+	int cli, srv;
+	int64_t id;   /* 0: not registered */
+	bool pending; /* a byte was written and not yet reported */
+};
+
+struct tmr {
+	enum kind kind;
+	int64_t id;
+	bool cancelled; /* amio_cancel_timer returned 0 */
+	int fired, errors;
+};
+
+struct world {
+	amio_poller *p;
+	amio_registrar *r;
+	amio_channel *ch;
+	enum kind chan_kind;
+	struct sock s[NSOCK];
+	struct tmr *t;
+	int nt;
+	uint64_t sent, received; /* channel messages, by sequence number */
+	uint64_t notes, errors, spurious, eagain;
+};
+
+struct fault {
+	const char *name;
+	enum amio__fault_site site;
+	int err;
+	uint32_t every;
+	bool small_cq; /* no injection: a CQ ring that overflows */
+};
+
+static const struct fault faults[] = {
+    {"SQ full: io_uring_get_sqe returns NULL (every 5th)", AMIO__FAULT_SQE, 0, 5, false},
+    {"io_uring_enter fails -EBUSY (every 3rd)", AMIO__FAULT_ENTER, EBUSY, 3, false},
+    {"io_uring_enter fails -EAGAIN (every 3rd)", AMIO__FAULT_ENTER, EAGAIN, 3, false},
+    {"io_uring_enter fails -EINTR (every 3rd)", AMIO__FAULT_ENTER, EINTR, 3, false},
+    {"io_uring_enter fails -ENOMEM (every 3rd)", AMIO__FAULT_ENTER, ENOMEM, 3, false},
+    /* DEFER_TASKRUN rings post only what fits: the overflow needs the
+     * other kind, where completions run as task work at any time. */
+    {"CQ ring overflows (8 SQ / 32 CQ entries, no DEFER_TASKRUN, IORING_FEAT_NODROP)",
+     AMIO__FAULT_SITES, 0, 0, true},
+};
+
+static uint64_t rng_state;
+
+static uint32_t rnd(uint32_t n)
+{
+	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+	return (uint32_t)(rng_state >> 33) % n;
+}
+
+/* Read what the socket holds; returns the byte count. */
+static int drain_sock(int fd)
+{
+	char buf[256];
+	int n = 0;
+	ssize_t got;
+
+	while ((got = read(fd, buf, sizeof(buf))) > 0)
+		n += (int)got;
+	ck_assert_msg(got < 0 && errno == EAGAIN, "read: %s", strerror(errno));
+	return n;
+}
+
+static void deregister_sock(struct world *w, struct sock *s)
+{
+	int rc = amio_deregister(w->r, (uint64_t)s->id);
+
+	ck_assert_msg(rc == 0, "deregister: %s", amio_strerror(rc));
+	s->id = 0;
+	s->pending = false;
+	drain_sock(s->srv); /* a later register must not see old bytes */
+}
+
+static void on_sock(struct world *w, struct sock *s, const amio_notification *n)
+{
+	ck_assert_msg((int64_t)n->id == s->id, "id %llu reported after its deregister",
+	              (unsigned long long)n->id);
+	if (n->events & AMIO_ERROR) {
+		/* The command's one AMIO_ERROR: the registration is parked. */
+		w->errors++;
+		deregister_sock(w, s);
+		return;
+	}
+	ck_assert(n->events & AMIO_READ);
+	if (drain_sock(s->srv) == 0)
+		w->spurious++;
+	s->pending = false;
+}
+
+static void on_timer(struct world *w, struct tmr *t, const amio_notification *n)
+{
+	ck_assert_msg((int64_t)n->id == t->id && !t->cancelled, "timer reported after cancel");
+	ck_assert_msg(t->fired + t->errors == 0, "timer %llu reported twice",
+	              (unsigned long long)n->id);
+	if (n->events & AMIO_ERROR) {
+		w->errors++;
+		t->errors++;
+		/* Parked, still registered: cancelling it must work. */
+		ck_assert_int_eq(amio_cancel_timer(w->r, (uint64_t)t->id), 0);
+		return;
+	}
+	ck_assert(n->events & AMIO_TIMER);
+	t->fired++;
+}
+
+static void on_chan(struct world *w)
+{
+	uint64_t seq;
+
+	while (amio_channel_try_recv(w->ch, &seq) == 0) {
+		ck_assert_msg(seq == w->received, "channel message %llu, expected %llu",
+		              (unsigned long long)seq, (unsigned long long)w->received);
+		w->received++;
+	}
+}
+
+static void poll_once(struct world *w, int timeout_ms)
+{
+	amio_notification out[32];
+	int n = amio_poller_wait(w->p, out, 32, timeout_ms);
+
+	ck_assert_msg(n >= 0, "amio_poller_wait: %s", amio_strerror(n));
+	for (int i = 0; i < n; i++) {
+		enum kind *k = out[i].data;
+
+		w->notes++;
+		if (*k == SOCK)
+			on_sock(w, (struct sock *)(void *)k, &out[i]);
+		else if (*k == TIMER)
+			on_timer(w, (struct tmr *)(void *)k, &out[i]);
+		else
+			on_chan(w);
+	}
+}
+
+/* A queue-full -EAGAIN is a documented answer: nothing was queued. */
+static bool again(struct world *w, int64_t rc)
+{
+	if (rc != -EAGAIN)
+		return false;
+	w->eagain++;
+	return true;
+}
+
+static void cmd_sock(struct world *w, struct sock *s)
+{
+	int64_t rc;
+
+	if (s->id == 0) {
+		rc = amio_register(w->r, s->srv, AMIO_READ, s);
+		ck_assert_msg(rc > 0 || again(w, rc), "register: %s", amio_strerror((int)rc));
+		s->id = rc > 0 ? rc : 0;
+	} else if (rnd(4) == 0) {
+		deregister_sock(w, s);
+	} else if (rnd(3) == 0) {
+		rc = amio_reregister(w->r, (uint64_t)s->id, AMIO_READ);
+		ck_assert_msg(rc == 0 || again(w, rc), "reregister: %s", amio_strerror((int)rc));
+	} else if (!s->pending) {
+		ck_assert_int_eq(write(s->cli, "x", 1), 1);
+		s->pending = true;
+	}
+}
+
+static void cmd_timer(struct world *w)
+{
+	struct tmr *t;
+	int64_t rc;
+
+	if (w->nt && rnd(3) == 0) {
+		t = &w->t[rnd((uint32_t)w->nt)];
+		if (t->cancelled || t->fired || t->errors)
+			return;
+		rc = amio_cancel_timer(w->r, (uint64_t)t->id);
+		/* -ENOENT: it fired and its notification is on the way. */
+		ck_assert_msg(rc == 0 || rc == -ENOENT || again(w, rc), "cancel: %s",
+		              amio_strerror((int)rc));
+		t->cancelled = rc == 0;
+		return;
+	}
+	t = &w->t[w->nt];
+	t->kind = TIMER;
+	rc = amio_set_timeout(w->r, rnd(3), t);
+	ck_assert_msg(rc > 0 || again(w, rc), "set_timeout: %s", amio_strerror((int)rc));
+	if (rc > 0) {
+		t->id = rc;
+		w->nt++;
+	}
+}
+
+static void cmd_send(struct world *w)
+{
+	for (uint32_t i = 1 + rnd(4); i; i--) {
+		int rc = amio_channel_send(w->ch, &w->sent);
+
+		ck_assert_msg(rc == 0 || again(w, rc), "send: %s", amio_strerror(rc));
+		if (rc)
+			return;
+		w->sent++;
+	}
+}
+
+/* Every socket not yet reported becomes readable at once: with a small CQ
+ * the completions outrun the ring. */
+static void cmd_burst(struct world *w)
+{
+	for (int i = 0; i < NSOCK; i++)
+		if (w->s[i].id && !w->s[i].pending) {
+			ck_assert_int_eq(write(w->s[i].cli, "x", 1), 1);
+			w->s[i].pending = true;
+		}
+}
+
+static bool settled(const struct world *w)
+{
+	for (int i = 0; i < NSOCK; i++)
+		if (w->s[i].pending)
+			return false;
+	for (int i = 0; i < w->nt; i++)
+		if (!w->t[i].cancelled && w->t[i].fired + w->t[i].errors == 0)
+			return false;
+	return w->received == w->sent;
+}
+
+static void expect_settled(const struct world *w)
+{
+	int socks = 0, timers = 0;
+
+	for (int i = 0; i < NSOCK; i++)
+		socks += w->s[i].pending;
+	for (int i = 0; i < w->nt; i++)
+		timers += !w->t[i].cancelled && w->t[i].fired + w->t[i].errors == 0;
+	ck_assert_msg(settled(w),
+	              "lost: %d readable sockets unreported, %d timers never fired, "
+	              "%llu of %llu channel messages",
+	              socks, timers, (unsigned long long)(w->sent - w->received),
+	              (unsigned long long)w->sent);
+}
+
+static size_t heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return 0; /* the sanitizer's allocator: LeakSanitizer checks instead */
+#else
+	return mallinfo2().uordblks;
+#endif
+}
+
+START_TEST(mixed_commands_survive_the_fault)
+{
+	const struct fault *f = &faults[_i];
+	struct amio_poller_config cfg = {.sq_entries = f->small_cq ? 8 : 64,
+	                                 .cq_entries = f->small_cq ? 32 : 0,
+	                                 .flags = f->small_cq ? AMIO_POLLER_NO_DEFER_TASKRUN : 0};
+	struct amio_poller_stats st;
+	struct world w = {.chan_kind = CHAN};
+	int fds0, fds1;
+	size_t heap0, heap1;
+	uint64_t injected;
+	int64_t end;
+
+	rng_state = 0x9e3779b97f4a7c15ull + (uint64_t)_i;
+	/* One warm-up poller first: libc and liburing allocate once per process. */
+	amio_poller_free(t_poller(NULL));
+	fds0 = t_count_fds();
+	heap0 = heap_in_use();
+
+	w.t = calloc(NCMD, sizeof(*w.t));
+	ck_assert_ptr_nonnull(w.t);
+	w.p = t_poller(&cfg);
+	ck_assert_int_eq(amio_registrar_new(w.p, 0, &w.r), 0);
+	ck_assert_int_eq(amio_channel_new(w.r, 256, sizeof(uint64_t), &w.chan_kind, &w.ch), 0);
+	for (int i = 0; i < NSOCK; i++) {
+		int fds[2];
+
+		t_tcp_pair(fds);
+		w.s[i] = (struct sock){.kind = SOCK, .cli = fds[0], .srv = fds[1]};
+	}
+	if (f->every)
+		amio__fault_set(f->site, f->err, f->every, 0);
+
+	for (int c = 0; c < NCMD; c++) {
+		uint32_t op = rnd(20);
+
+		if (op < 12)
+			cmd_sock(&w, &w.s[rnd(NSOCK)]);
+		else if (op < 16)
+			cmd_timer(&w);
+		else if (op < 19)
+			cmd_send(&w);
+		else
+			cmd_burst(&w);
+		if (rnd(4) == 0)
+			poll_once(&w, rnd(8) == 0 ? 1 : 0);
+	}
+	/* Settle with the fault still on: it must not stop progress. */
+	end = t_now_ms() + 10000;
+	while (!settled(&w) && t_now_ms() < end)
+		poll_once(&w, 5);
+	injected = f->every ? amio__fault_count(f->site) : 0;
+	if (f->every)
+		amio__fault_set(f->site, 0, 0, 0);
+	expect_settled(&w);
+	ck_assert_msg(w.spurious == 0, "%llu READ notifications with nothing to read",
+	              (unsigned long long)w.spurious);
+	amio_poller_stats(w.p, &st);
+	if (f->every)
+		ck_assert_msg(injected > 0, "the fault was never injected");
+	else
+		ck_assert_msg(st.overflows > 0, "the CQ never overflowed");
+	if (f->site == AMIO__FAULT_SQE)
+		ck_assert_msg(w.errors > 0, "no command failed for lack of an SQE");
+
+	for (int i = 0; i < NSOCK; i++) {
+		if (w.s[i].id)
+			deregister_sock(&w, &w.s[i]);
+		close(w.s[i].cli);
+		close(w.s[i].srv);
+	}
+	amio_channel_free(w.ch);
+	amio_registrar_free(w.r);
+	amio_poller_free(w.p);
+	free(w.t);
+	fds1 = t_count_fds();
+	heap1 = heap_in_use();
+	ck_assert_int_eq(fds1, fds0);
+	ck_assert_msg(heap1 == heap0, "heap in use %zu bytes before, %zu after", heap0, heap1);
+
+	t_report("fault", f->name,
+	         "every command took effect or got exactly one AMIO_ERROR; 0 lost, 0 duplicated, "
+	         "0 after deregister; fds and heap back to start",
+	         "%d commands, %llu faults injected (%llu CQ overflows), %llu AMIO_ERROR, %llu "
+	         "notifications, %llu enters retried, %d timers, %llu channel messages, "
+	         "%llu queue-full retries, fds %d->%d",
+	         NCMD, (unsigned long long)injected, (unsigned long long)st.overflows,
+	         (unsigned long long)w.errors, (unsigned long long)w.notes,
+	         (unsigned long long)st.enter_errors, w.nt, (unsigned long long)w.sent,
+	         (unsigned long long)w.eagain, fds0, fds1);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+	Suite *s = suite_create("fault");
+	TCase *tc = tcase_create("injected");
+
+	(void)argc;
+	/* glibc's per-thread cache counts freed chunks as in use: without it
+	 * mallinfo2() gives the exact heap in use. */
+	if (!getenv("GLIBC_TUNABLES")) {
+		setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0", 1);
+		execv("/proc/self/exe", argv);
+	}
+	t_require_io_uring();
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, mixed_commands_survive_the_fault, 0,
+	                    (int)(sizeof(faults) / sizeof(faults[0])));
+	suite_add_tcase(s, tc);
+	return t_run(s);
+}
