@@ -106,6 +106,8 @@ struct amio_poller_stats {
 	uint64_t commands;         /* registrar commands applied */
 	uint64_t rearms;           /* multishot polls re-armed after the kernel ended them */
 	uint64_t overflows;        /* times the CQ ring overflowed (kernel kept the CQEs) */
+	uint64_t enter_errors;     /* io_uring_enter failures retried: -EINTR, -EAGAIN,
+	                              -EBUSY, -ENOMEM (nothing is lost: the SQEs stay queued) */
 };
 
 /* ---- Poller ----------------------------------------------------------- */

@@ -57,6 +57,9 @@ int amio__backend_wake_waiter(struct amio_poller *p, struct amio__waiter *w);
 /* Submit what is queued and, if wait, sleep until a completion or timeout_ns
  * (-1 = none). One io_uring_enter. Returns 0, -ETIME or -errno. */
 int amio__backend_enter(struct amio_poller *p, bool wait, int64_t timeout_ns);
+/* Submit what is queued without waiting (one io_uring_enter). 0 or -errno;
+ * on failure the SQEs stay queued for the next enter. */
+int amio__backend_submit(struct amio_poller *p);
 /* Completions are ready without entering the kernel. */
 bool amio__backend_ready(struct amio_poller *p);
 /* Reap at most max completions, feeding amio__on_poll. Returns the count. */

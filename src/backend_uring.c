@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fault.h"
 
 /* user_data: tag << 56 | armgen << 24 | slot. The tag tells our own request
  * kinds apart from MSG_RING wakeups (liburing 2.3 has no FLAGS_PASS helper);
@@ -156,11 +157,13 @@ int amio__backend_enable(amio_poller *p)
  * command: submit, then retry). NULL only if that submit failed. */
 static struct io_uring_sqe *get_sqe(amio_poller *p)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&p->be.ring);
+	struct io_uring_sqe *sqe;
 
+	if (amio__fault(AMIO__FAULT_SQE))
+		return NULL;
+	sqe = io_uring_get_sqe(&p->be.ring);
 	if (!sqe) {
-		AMIO__STAT_ADD(p, enters, 1);
-		if (io_uring_submit(&p->be.ring) < 0)
+		if (amio__backend_submit(p) < 0)
 			return NULL;
 		sqe = io_uring_get_sqe(&p->be.ring);
 		if (!sqe)
@@ -168,6 +171,17 @@ static struct io_uring_sqe *get_sqe(amio_poller *p)
 	}
 	AMIO__STAT_ADD(p, sqes, 1);
 	return sqe;
+}
+
+int amio__backend_submit(amio_poller *p)
+{
+	int rc = amio__fault(AMIO__FAULT_ENTER);
+
+	AMIO__STAT_ADD(p, enters, 1);
+	/* A failed submit leaves the SQEs in the SQ: the next enter takes them. */
+	if (rc == 0)
+		rc = io_uring_submit(&p->be.ring);
+	return rc < 0 ? rc : 0;
 }
 
 static unsigned poll_mask(uint32_t events)
@@ -278,6 +292,9 @@ int amio__backend_enter(amio_poller *p, bool wait, int64_t timeout_ns)
 	/* Each branch is exactly one io_uring_enter: the wait variants are
 	 * only called with an empty CQ, so liburing never skips the syscall. */
 	AMIO__STAT_ADD(p, enters, 1);
+	rc = amio__fault(AMIO__FAULT_ENTER);
+	if (rc < 0)
+		return rc; /* as the kernel fails it: nothing taken from the SQ */
 	if (!wait)
 		rc = io_uring_submit_and_get_events(ring);
 	else if (timeout_ns < 0)

@@ -152,6 +152,7 @@ void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
 	out->commands = ck_pr_load_64(&q->stats.commands);
 	out->rearms = ck_pr_load_64(&q->stats.rearms);
 	out->overflows = ck_pr_load_64(&q->stats.overflows);
+	out->enter_errors = ck_pr_load_64(&q->stats.enter_errors);
 }
 
 /* ---- Wakeups ------------------------------------------------------------ */
@@ -327,13 +328,21 @@ static bool ring_touched(amio_poller *p)
 	/* Inbox stores before the doorbell loads; pairs with the fence in
 	 * amio_registrar_wait between its SLEEPING store and inbox re-check. */
 	ck_pr_fence_store_load();
-	for (; r; r = r->next_touched) {
+	p->touched = NULL;
+	while (r) {
+		amio_registrar *next = r->next_touched;
+
 		r->touched = false;
 		if (ck_pr_load_32(&r->doorbell) == AMIO__SLEEPING &&
-		    ck_pr_cas_32(&r->doorbell, AMIO__SLEEPING, AMIO__NOTIFIED))
-			(void)amio__backend_wake_waiter(p, &r->waiter);
+		    ck_pr_cas_32(&r->doorbell, AMIO__SLEEPING, AMIO__NOTIFIED) &&
+		    amio__backend_wake_waiter(p, &r->waiter) < 0) {
+			/* No SQE for the doorbell: the waiter still sleeps.
+			 * Ring it again on the next iteration. */
+			ck_pr_store_32(&r->doorbell, AMIO__SLEEPING);
+			touch(p, r);
+		}
+		r = next;
 	}
-	p->touched = NULL;
 	return true;
 }
 
@@ -390,10 +399,12 @@ void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, 
 		} else if (e->events & AMIO_LEVEL) {
 			push_pending(p, e);
 		} else {
-			/* Multishot ended without being asked (F_MORE is cleared on
-			 * CQ overflow too): re-arm, or the registration goes deaf. */
+			/* Multishot ended without being asked (the kernel ends it
+			 * when the CQ is full): re-arm, or the registration goes
+			 * deaf. On the next wait, not now: a poll armed before the
+			 * caller has read this readiness would report it twice. */
 			AMIO__STAT_ADD(p, rearms, 1);
-			amio__reconcile(p, e, slot);
+			push_pending(p, e);
 		}
 	}
 	amio__notify(p, e, to_events(res, e->events), 0);
@@ -679,11 +690,29 @@ static unsigned reap(amio_poller *p)
 	return amio__backend_reap(p, (unsigned)(p->out_cap - p->out_n));
 }
 
+/* io_uring_enter failures that pass: a signal, or the kernel short of
+ * memory or CQ room (-EBUSY: reaping makes room). A failed enter took no
+ * SQE, so retrying loses nothing; after AMIO__ENTER_RETRIES in a row with
+ * no completion reaped, the error goes to the caller. */
+#define AMIO__ENTER_RETRIES 64
+
+static bool enter_failed(amio_poller *p, int rc, unsigned *row)
+{
+	if (rc != -EINTR && rc != -EAGAIN && rc != -EBUSY && rc != -ENOMEM)
+		return true;
+	AMIO__STAT_ADD(p, enter_errors, 1);
+	if (reap(p) || rc == -EINTR)
+		*row = 0; /* progress, or a signal: not the kernel failing */
+	return ++*row > AMIO__ENTER_RETRIES;
+}
+
 /* One wait: at most one io_uring_enter per loop iteration. Returns the
- * number of notifications in p->out, 0 on timeout or stop, or -errno. */
+ * number of notifications in p->out, 0 on timeout or stop, or -errno (only
+ * with none collected: notifications are never dropped for an error). */
 static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 {
 	int64_t deadline = timeout_ms > 0 ? amio__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+	unsigned failed_row = 0;
 	int rc;
 
 	p->wait_seq++;
@@ -705,8 +734,10 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 			 * kernel's deferred work only if there is any. */
 			if (io_uring_sq_ready(&p->be.ring) || amio__backend_ready(p)) {
 				rc = amio__backend_enter(p, false, 0);
-				if (rc < 0 && rc != -EINTR)
-					return rc;
+				if (rc < 0 && enter_failed(p, rc, &failed_row)) {
+					filter_out(p);
+					return p->out_n ? (int)p->out_n : rc;
+				}
 			}
 			reap(p);
 			if (filter_out(p) || timeout_ms == 0)
@@ -724,8 +755,10 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 			continue;
 		rc = amio__backend_enter(p, true, left);
 		ck_pr_fas_32(&p->state, AMIO__RUNNING);
-		if (rc < 0 && rc != -ETIME && rc != -EINTR)
-			return rc;
+		if (rc < 0 && rc != -ETIME && enter_failed(p, rc, &failed_row)) {
+			filter_out(p);
+			return p->out_n ? (int)p->out_n : rc;
+		}
 		reap(p);
 		if (filter_out(p))
 			return (int)p->out_n;
@@ -736,10 +769,9 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
  * call to be submitted: ring their doorbells now. */
 static int finish(amio_poller *p, int rc)
 {
-	if (ring_touched(p)) {
-		AMIO__STAT_ADD(p, enters, 1);
-		(void)io_uring_submit(&p->be.ring);
-	}
+	/* A failed submit leaves the doorbells in the SQ for the next enter. */
+	if (ring_touched(p))
+		(void)amio__backend_submit(p);
 	p->out = NULL;
 	return rc;
 }
