@@ -219,7 +219,8 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 		ck_pr_inc_32(&ch->space_waiters);
 		/* waiters before the space re-check; pairs with try_recv. */
 		ck_pr_fence_store_load();
-		if ((int32_t)ck_pr_load_32(&ch->space) <= 0 && !ck_pr_load_32(&ch->closed))
+		if ((int32_t)ck_pr_load_32(&ch->space) <= 0 && !ck_pr_load_32(&ch->closed) &&
+		    !ck_pr_load_32(&ch->p->shutdown))
 			syscall(SYS_futex, &ch->space_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
 		ck_pr_dec_32(&ch->space_waiters);
 	}
@@ -314,6 +315,17 @@ void amio__channels_handle(amio_poller *p)
 		} else if (amio__entry_live(p, e) && ck_pr_load_32(&ch->raised)) {
 			amio__notify(p, e, AMIO_CHANNEL, 0);
 		}
+	}
+}
+
+void amio__channels_shutdown(amio_poller *p)
+{
+	/* After p->shutdown is stored: a sender about to sleep either sees it
+	 * or finds space_seq moved and does not sleep. */
+	ck_pr_fence_memory();
+	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all) {
+		ck_pr_inc_32(&ch->space_seq);
+		futex_wake_all(&ch->space_seq);
 	}
 }
 

@@ -77,6 +77,31 @@ static inline void amio__word_store(uint64_t *w, uint64_t v)
 #endif
 }
 
+/* The in_call handshake (a registrar or channel sender leaving a call, the
+ * freeing thread waiting for it): release/acquire TSan can see, since it
+ * does not model ck_pr's fences. Plain moves on x86 either way. */
+static inline void amio__in_call_leave(uint32_t *w)
+{
+#if defined(__SANITIZE_THREAD__)
+	__atomic_store_n(w, 0, __ATOMIC_RELEASE);
+#else
+	ck_pr_fence_release();
+	ck_pr_store_32(w, 0);
+#endif
+}
+
+static inline uint32_t amio__in_call_load(uint32_t *w)
+{
+#if defined(__SANITIZE_THREAD__)
+	return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+#else
+	uint32_t v = ck_pr_load_32(w);
+
+	ck_pr_fence_acquire();
+	return v;
+#endif
+}
+
 static inline uint64_t amio__slot_word(uint64_t gen, unsigned kind, unsigned state)
 {
 	return gen << 4 | (uint64_t)kind << 2 | state;
@@ -301,6 +326,8 @@ void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen);
 /* channel.c: poll thread side. */
 void amio__channels_pop(amio_poller *p);
 void amio__channels_handle(amio_poller *p);
+/* amio_poller_free: wake senders blocked in amio_channel_send_wait. */
+void amio__channels_shutdown(amio_poller *p);
 void amio__channels_free_all(amio_poller *p);
 
 #endif /* AMIO_INTERNAL_H */

@@ -3,6 +3,7 @@
  * notifications, and when the poll thread may sleep without losing a wakeup.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -96,7 +97,7 @@ void amio__poller_unref(amio_poller *p)
 static void quiesce(amio_registrar *list)
 {
 	for (amio_registrar *r = list; r; r = r->next)
-		while (ck_pr_load_32(&r->in_call))
+		while (amio__in_call_load(&r->in_call))
 			ck_pr_stall();
 }
 
@@ -124,6 +125,8 @@ void amio_poller_free(amio_poller *p)
 	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all)
 		while (ck_pr_load_32(&ch->senders))
 			ck_pr_stall();
+	/* Senders asleep in amio_channel_send_wait: they return -ESHUTDOWN. */
+	amio__channels_shutdown(p);
 	/* Workers asleep on their inbox would never learn of the shutdown. */
 	for (r = p->registrars; r; r = r->next)
 		if (r->flags & AMIO_INBOX)
@@ -493,13 +496,13 @@ static void orphan_entries(amio_poller *p, amio_registrar *r)
 	}
 }
 
-static void drain_commands(amio_poller *p, amio_registrar *r);
+static void drain_commands(amio_poller *p, amio_registrar *r, bool all);
 
 /* Forget a registrar the poller is about to drop: it may still be on the
  * doorbell list from this iteration's reap. */
 static void retire(amio_poller *p, amio_registrar *r)
 {
-	drain_commands(p, r);
+	drain_commands(p, r, true);
 	if (r->flags & AMIO_INBOX)
 		orphan_entries(p, r);
 	if (r->touched) {
@@ -513,11 +516,16 @@ static void retire(amio_poller *p, amio_registrar *r)
 	amio__registrar_unref(r);
 }
 
-static void drain_commands(amio_poller *p, amio_registrar *r)
+/* Apply what r had queued when we looked: a registrar that queues as fast
+ * as we apply must not keep the poll thread here (completions, stop and
+ * the other registrars would starve). all: a closed registrar, whose last
+ * commands must all be applied before it is retired. */
+static void drain_commands(amio_poller *p, amio_registrar *r, bool all)
 {
+	unsigned n = all ? UINT_MAX : ck_ring_size(&r->cmdq);
 	struct amio__cmd c;
 
-	while (ck_ring_dequeue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, &c))
+	while (n-- && ck_ring_dequeue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, &c))
 		apply(p, r, &c);
 }
 
@@ -544,7 +552,7 @@ static void drain(amio_poller *p)
 	 * registration was queued before any send could raise it. */
 	amio__channels_pop(p);
 	while ((r = *link)) {
-		drain_commands(p, r);
+		drain_commands(p, r, false);
 		if (ck_pr_load_32(&r->closed)) {
 			/* closed is stored after the owner's last enqueue. */
 			ck_pr_fence_load();

@@ -99,8 +99,7 @@ static int enter(amio_registrar *r)
 static void leave(amio_registrar *r)
 {
 	/* Our ring and registry accesses before the poller may see us out. */
-	ck_pr_fence_release();
-	ck_pr_store_32(&r->in_call, 0);
+	amio__in_call_leave(&r->in_call);
 }
 
 void amio_registrar_free(amio_registrar *r)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <dirent.h>
+#include <malloc.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -165,13 +166,35 @@ static inline void t_require_io_uring(void)
  *   RELIABILITY|<area>|<what was tried>|<figure>|<result>
  * scripts/reliability.sh runs the tests and turns these lines into the
  * table, so the document only ever holds what a test printed. */
-#define t_report(area, tried, result, ...)                                          \
-	do {                                                                        \
-		printf("RELIABILITY|%s|%s|", (area), (tried));                      \
-		printf(__VA_ARGS__);                                                \
-		printf("|%s\n", (result));                                          \
-		fflush(stdout);                                                     \
+#define t_report(area, tried, result, ...)                                                         \
+	do {                                                                                       \
+		printf("RELIABILITY|%s|%s|", (area), (tried));                                     \
+		printf(__VA_ARGS__);                                                               \
+		printf("|%s\n", (result));                                                         \
+		fflush(stdout);                                                                    \
 	} while (0)
+
+/* Exact heap accounting: glibc's per-thread caches count freed chunks as in
+ * use and threads get arenas mallinfo2() does not see. Re-exec the test
+ * once with both off; call first thing in main(). */
+static inline void t_exact_heap(char **argv)
+{
+	if (getenv("GLIBC_TUNABLES"))
+		return;
+	setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1", 1);
+	execv("/proc/self/exe", argv);
+}
+
+/* Bytes of heap in use (after t_exact_heap), or 0 under a sanitizer, whose
+ * allocator mallinfo2() does not see (LeakSanitizer checks leaks there). */
+static inline size_t t_heap_in_use(void)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return 0;
+#else
+	return mallinfo2().uordblks;
+#endif
+}
 
 /* Run one suite; returns the process exit code. */
 static inline int t_run(Suite *s)

@@ -10,8 +10,6 @@
  * second tick); no id is reported after its deregister; fds and heap are
  * back at their starting counts once the poller is freed.
  */
-#include <malloc.h>
-
 #include "amio_test.h"
 #include "../src/fault.h"
 
@@ -262,15 +260,6 @@ static void expect_settled(const struct world *w)
 	              (unsigned long long)w->sent);
 }
 
-static size_t heap_in_use(void)
-{
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-	return 0; /* the sanitizer's allocator: LeakSanitizer checks instead */
-#else
-	return mallinfo2().uordblks;
-#endif
-}
-
 START_TEST(mixed_commands_survive_the_fault)
 {
 	const struct fault *f = &faults[_i];
@@ -288,7 +277,7 @@ START_TEST(mixed_commands_survive_the_fault)
 	/* One warm-up poller first: libc and liburing allocate once per process. */
 	amio_poller_free(t_poller(NULL));
 	fds0 = t_count_fds();
-	heap0 = heap_in_use();
+	heap0 = t_heap_in_use();
 
 	w.t = calloc(NCMD, sizeof(*w.t));
 	ck_assert_ptr_nonnull(w.t);
@@ -347,7 +336,7 @@ START_TEST(mixed_commands_survive_the_fault)
 	amio_poller_free(w.p);
 	free(w.t);
 	fds1 = t_count_fds();
-	heap1 = heap_in_use();
+	heap1 = t_heap_in_use();
 	ck_assert_int_eq(fds1, fds0);
 	ck_assert_msg(heap1 == heap0, "heap in use %zu bytes before, %zu after", heap0, heap1);
 
@@ -370,12 +359,7 @@ int main(int argc, char **argv)
 	TCase *tc = tcase_create("injected");
 
 	(void)argc;
-	/* glibc's per-thread cache counts freed chunks as in use: without it
-	 * mallinfo2() gives the exact heap in use. */
-	if (!getenv("GLIBC_TUNABLES")) {
-		setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=0", 1);
-		execv("/proc/self/exe", argv);
-	}
+	t_exact_heap(argv);
 	t_require_io_uring();
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, mixed_commands_survive_the_fault, 0,
