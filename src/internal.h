@@ -167,20 +167,19 @@ struct amio__entry {
 };
 
 /* ---- Registry: slots, generations, entries ---------------------------- */
-/* CK_RING_PROTOTYPE takes a struct tag. */
-struct amio__slot_ref {
-	uint32_t slot;
-};
-CK_RING_PROTOTYPE(amio_slot, amio__slot_ref)
-
 struct amio__registry {
 	uint32_t cap;                  /* usable slots: 1 .. cap (slot 0 unused) */
 	uint64_t *words;               /* cap + 1 slot words */
 	struct amio__entry *entries;   /* cap + 1 entries, poll thread only */
+	uint32_t *next_free;           /* cap + 1 links of the free stack */
 	size_t words_len, entries_len; /* mapping lengths */
-	struct ck_ring free_ring;      /* freed slots: poller produces, registrars consume */
-	struct amio__slot_ref *free_buf;
-	size_t free_len;
+	size_t next_len;
+	/* Freed slots, a LIFO stack: tag << AMIO__SLOT_BITS | top slot (0 =
+	 * empty). The poller pushes, registrars pop; every CAS bumps the tag,
+	 * so a pop that read a stale link fails (ABA). A stack, not a ring:
+	 * memory stays proportional to the most slots ever live at once, where
+	 * a ring of cap entries walks (and keeps resident) all of its pages. */
+	uint64_t free_head;
 	uint64_t fresh; /* next never-used slot (ck_pr_faa) */
 };
 

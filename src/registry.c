@@ -17,35 +17,22 @@ static void *reserve(size_t len)
 	return m == MAP_FAILED ? NULL : m;
 }
 
-static uint32_t pow2_above(uint32_t n)
-{
-	uint32_t v = 1;
-	while (v <= n)
-		v <<= 1;
-	return v;
-}
-
 int amio__registry_init(struct amio__registry *reg, uint32_t cap)
 {
-	uint32_t ring_size;
-
 	memset(reg, 0, sizeof(*reg));
 	if (cap == 0 || cap > AMIO__MAX_SLOTS)
 		return -EINVAL;
 	reg->cap = cap;
 	reg->words_len = (size_t)(cap + 1) * sizeof(uint64_t);
 	reg->entries_len = (size_t)(cap + 1) * sizeof(struct amio__entry);
-	/* A ck_ring of N holds N - 1: N > cap, so a freed slot always fits. */
-	ring_size = pow2_above(cap);
-	reg->free_len = (size_t)ring_size * sizeof(struct amio__slot_ref);
+	reg->next_len = (size_t)(cap + 1) * sizeof(uint32_t);
 	reg->words = reserve(reg->words_len);
 	reg->entries = reserve(reg->entries_len);
-	reg->free_buf = reserve(reg->free_len);
-	if (!reg->words || !reg->entries || !reg->free_buf) {
+	reg->next_free = reserve(reg->next_len);
+	if (!reg->words || !reg->entries || !reg->next_free) {
 		amio__registry_destroy(reg);
 		return -ENOMEM;
 	}
-	ck_ring_init(&reg->free_ring, ring_size);
 	reg->fresh = 1; /* slot 0 is never used: id 0 is not an id */
 	return 0;
 }
@@ -56,22 +43,46 @@ void amio__registry_destroy(struct amio__registry *reg)
 		munmap(reg->words, reg->words_len);
 	if (reg->entries)
 		munmap(reg->entries, reg->entries_len);
-	if (reg->free_buf)
-		munmap(reg->free_buf, reg->free_len);
+	if (reg->next_free)
+		munmap(reg->next_free, reg->next_len);
 	memset(reg, 0, sizeof(*reg));
+}
+
+static uint64_t free_head(uint64_t tag, uint32_t slot)
+{
+	return tag << AMIO__SLOT_BITS | slot;
+}
+
+/* Pop the most recently freed slot (any thread, many at once), or 0. The
+ * free stack uses __atomic builtins (seen by TSan, unlike ck_pr's volatile
+ * loads): a pop's acquire CAS pairs with the push's release CAS, so the
+ * entry reset and link stores before a push happen before the popper's use. */
+static uint32_t pop_free(struct amio__registry *reg)
+{
+	uint64_t head = __atomic_load_n(&reg->free_head, __ATOMIC_ACQUIRE), next;
+	uint32_t slot;
+
+	do {
+		slot = amio__id_slot(head);
+		if (slot == 0)
+			return 0;
+		/* The link may be stale if slot was popped and pushed again
+		 * since our load: the tag has moved on and the CAS fails. */
+		next = free_head((head >> AMIO__SLOT_BITS) + 1,
+		                 __atomic_load_n(&reg->next_free[slot], __ATOMIC_RELAXED));
+	} while (!__atomic_compare_exchange_n(&reg->free_head, &head, next, true, __ATOMIC_ACQ_REL,
+	                                      __ATOMIC_ACQUIRE));
+	return slot;
 }
 
 int64_t amio__registry_alloc(struct amio__registry *reg, unsigned kind)
 {
-	struct amio__slot_ref ref;
 	uint32_t slot;
 	uint64_t gen;
 
-	/* Freed slots first (the poller is the only producer, registrars are
-	 * many consumers: SPMC), then never-used ones. */
-	if (ck_ring_dequeue_spmc_amio_slot(&reg->free_ring, reg->free_buf, &ref)) {
-		slot = ref.slot;
-	} else {
+	/* Freed slots first, then never-used ones. */
+	slot = pop_free(reg);
+	if (slot == 0) {
 		uint64_t fresh = ck_pr_faa_64(&reg->fresh, 1);
 		if (fresh > reg->cap) {
 			/* Undo so the counter cannot run away under pressure. */
@@ -130,16 +141,18 @@ int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds
 void amio__registry_release(struct amio__registry *reg, uint32_t slot)
 {
 	struct amio__entry *e = &reg->entries[slot];
-	struct amio__slot_ref ref = {slot};
 	uint32_t armgen = e->armgen;
-	bool ok;
+	uint64_t head = __atomic_load_n(&reg->free_head, __ATOMIC_RELAXED);
 
 	/* armgen survives reuse: a POLL_REMOVE still queued for the old poll
 	 * names (slot, old armgen) and must never match the next poll. */
 	memset(e, 0, sizeof(*e));
 	e->armgen = armgen;
-	/* Release order inside ck_ring: the entry reset above is visible to the
-	 * registrar that dequeues the slot. Never fails: the ring holds cap. */
-	ok = ck_ring_enqueue_spmc_amio_slot(&reg->free_ring, reg->free_buf, &ref);
-	(void)ok;
+	/* Release CAS: the entry reset and the link before the slot is
+	 * published (pairs with pop_free's acquire). */
+	do
+		__atomic_store_n(&reg->next_free[slot], amio__id_slot(head), __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(&reg->free_head, &head,
+	                                    free_head((head >> AMIO__SLOT_BITS) + 1, slot), true,
+	                                    __ATOMIC_RELEASE, __ATOMIC_RELAXED));
 }
