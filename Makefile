@@ -4,7 +4,7 @@ DEPS      := cmake gcc pkg-config liburing-dev libck-dev check
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench
+.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench valgrind soak
 
 all: build
 
@@ -32,24 +32,30 @@ bench: deps
 	@cmake --preset release >/dev/null
 	@cmake --build --preset release -j $(JOBS)
 	@QUICK=1 sh bench/run.sh build/release
+	@QUICK=1 sh bench/micro.sh build/release
 
 test: test-debug test-asan test-tsan
 
 test-debug: build
-	@cd build/debug && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+	@cd build/debug && ctest --output-on-failure -j $(JOBS) -LE soak $(CTEST_ARGS)
 
 test-asan: deps
 	@cmake --preset asan >/dev/null
 	@cmake --build --preset asan -j $(JOBS)
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+	  ctest --output-on-failure -j $(JOBS) -LE soak $(CTEST_ARGS)
 
 test-tsan: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build --preset tsan -j $(JOBS)
 	@cd build/tsan && AMIO_TEST_SCALE=0.02 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
 	  ctest --output-on-failure -j $(JOBS) -L threads $(CTEST_ARGS)
+
+# Soak (tests/soak_connections.c, CTest label soak): 10,000 connections, then
+# 200,000 connect/close cycles, in a release build (about 15 s on 2 vCPUs).
+soak: release
+	@cd build/release && ctest -L soak --output-on-failure $(CTEST_ARGS)
 
 # Fuzzes the frame reader with libFuzzer (clang only, no CMake) for FUZZ_SECONDS,
 # on build/fuzz/corpus: the seeds of tests/corpus/frame plus what earlier runs found.
@@ -70,6 +76,12 @@ fuzz:
 	  -artifact_prefix=build/fuzz/ build/fuzz/corpus >build/fuzz/fuzz.log 2>&1 || \
 	  { tail -n 40 build/fuzz/fuzz.log; echo "fuzz: FAILED, input saved in build/fuzz/"; exit 1; }
 	@sed -n 's/^stat::number_of_executed_units: */fuzz: executions: /p' build/fuzz/fuzz.log
+
+# valgrind memcheck on the single-threaded suites (scripts/valgrind.sh): a few
+# minutes, so not part of `make test`; the sanitizer builds run there.
+valgrind: build
+	@sh scripts/deps.sh valgrind
+	@sh scripts/valgrind.sh build/debug
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
