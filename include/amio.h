@@ -76,7 +76,10 @@ struct amio_poller_config {
 	uint32_t flags;             /* AMIO_POLLER_* below, for tests and old kernels */
 	/* Before sleeping, the poll thread watches its queues this long (us),
 	 * so work arriving right after it went idle costs no wakeup syscall on
-	 * either side. 0 = default (50 us); AMIO_POLLER_NO_SPIN turns it off. */
+	 * either side (busy polling). 0 = default: no spin, sleep at once. Only
+	 * worth it with a core to spare: the spin burns CPU a thread sharing
+	 * the poll thread's core would have used (measured: bench/results).
+	 * At most 1,000,000. */
 	uint32_t spin_us;
 };
 
@@ -85,7 +88,7 @@ enum {
 	AMIO_POLLER_NO_DEFER_TASKRUN = 1u << 0,     /* no SINGLE_ISSUER | DEFER_TASKRUN */
 	AMIO_POLLER_NO_RINGLESS_MSG = 1u << 1,      /* wake through a per-registrar ring */
 	AMIO_POLLER_NO_MULTISHOT_TIMEOUT = 1u << 2, /* re-arm interval timers each tick */
-	AMIO_POLLER_NO_SPIN = 1u << 3,              /* sleep at once when idle */
+	AMIO_POLLER_NO_SPIN = 1u << 3,              /* sleep at once when idle, whatever spin_us */
 };
 
 /* Registrar flags. */

@@ -41,8 +41,6 @@ static int config(struct amio_poller_config *c, const struct amio_poller_config 
 	c->inbox_entries = round_pow2(c->inbox_entries ? c->inbox_entries : 4096);
 	if (!c->max_registrations)
 		c->max_registrations = (1u << 20) - 1;
-	if (!c->spin_us)
-		c->spin_us = 50;
 	if (c->flags & AMIO_POLLER_NO_SPIN)
 		c->spin_us = 0;
 	if (c->spin_us > 1000000)
