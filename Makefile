@@ -4,7 +4,7 @@ DEPS      := cmake gcc pkg-config liburing-dev libck-dev check
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench valgrind soak
+.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench valgrind soak reliability
 
 all: build
 
@@ -82,6 +82,11 @@ fuzz:
 valgrind: build
 	@sh scripts/deps.sh valgrind
 	@sh scripts/valgrind.sh build/debug
+
+# docs/RELIABILITY.md from the rows the reliability tests print (several minutes).
+reliability: build release test-asan test-tsan
+	@sh scripts/deps.sh valgrind
+	@sh scripts/reliability.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
