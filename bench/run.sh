@@ -44,10 +44,13 @@ epoll-amy:srv_epoll_amy libuv:srv_libuv libevent:srv_libevent libev:srv_libev"
 ROWS="latency:1:64:1 throughput:64:64:1 saturation:64:64:16 many-conns:1000:1024:1"
 
 [ -x "$BIN/echo_load" ] || { echo "run.sh: no $BIN/echo_load (build first)" >&2; exit 1; }
+# Syscall counter for the untimed pass: perf's tracepoint, else strace -c.
 PERF=""
 if command -v perf >/dev/null 2>&1 &&
 	perf stat -e raw_syscalls:sys_enter -x, true >/dev/null 2>&1; then
 	PERF=perf
+elif command -v strace >/dev/null 2>&1; then
+	PERF=strace
 fi
 PIN_S="" PIN_C=""
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
@@ -113,7 +116,11 @@ run_row() {
 	row=$1 conns=$2 bytes=$3 depth=$4
 	c0=$(cpu_ticks)
 	if [ -n "${COUNT_SYSCALLS:-}" ]; then
-		perf stat -x, -e raw_syscalls:sys_enter -p "$SPID" -o "$TMP/perf" &
+		if [ "$PERF" = perf ]; then
+			perf stat -x, -e raw_syscalls:sys_enter -p "$SPID" -o "$TMP/perf" &
+		else
+			strace -c -f -q -p "$SPID" -o "$TMP/perf" &
+		fi
 		perf_pid=$!
 		sleep 0.1
 	fi
@@ -125,15 +132,18 @@ run_row() {
 	if [ -n "${COUNT_SYSCALLS:-}" ]; then
 		kill -INT "$perf_pid" 2>/dev/null || true
 		wait "$perf_pid" 2>/dev/null || true
-		awk -F, -v n="$total" -v k="$row	$name" \
-			'/raw_syscalls/ { printf "%s\t%.2f\n", k, $1 / n }' "$TMP/perf" >>"$TMP/sys"
+		# perf: "count,,raw_syscalls:sys_enter"; strace: the "total" row.
+		awk -F, -v n="$total" -v k="$row	$name" '
+			/raw_syscalls/ { printf "%s\t%.2f\n", k, $1 / n }
+			/ total$/ { split($0, f, " "); printf "%s\t%.2f\n", k, f[4] / n }' \
+			"$TMP/perf" >>"$TMP/sys"
 		return 0
 	fi
 	cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$total" \
 		'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$name" "$(field rps "$res")" \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$name" "$(field rps "$res")" \
 		"$(field p50_us "$res")" "$(field p99_us "$res")" "$cpu_us" \
-		"$(field client_cpu_pct "$res")" >>"$TMP/raw"
+		"$(field client_cpu_pct "$res")" "$(field p999_us "$res")" >>"$TMP/raw"
 	echo "rep $rep $row $name: $res cpu_us/req=$cpu_us"
 }
 
@@ -176,12 +186,14 @@ mkdir -p "$OUT_DIR"
 		echo "amio servers: default poller config (the poll thread spins up to 50 us before sleeping; BENCH_AMIO_NO_SPIN=1 turns it off)."
 	fi
 	echo "CPU us/req: server utime+stime (all threads) over the whole client run / requests completed."
-	if [ -n "$PERF" ]; then
+	if [ "$PERF" = perf ]; then
 		echo "Syscalls/req: perf stat -e raw_syscalls:sys_enter on the server process, in one extra untimed pass (the tracepoint slows every syscall)."
+	elif [ "$PERF" = strace ]; then
+		echo "Syscalls/req: strace -c -f on the server process (perf not available), in one extra untimed pass."
 	else
 		echo "Syscalls/req: not measured (perf not installed or not permitted)."
 	fi
-	echo "Ratios: requests/s relative to epoll and uring-poll (> 1 is faster). *client-bound*: the client used >= 90% of its CPU, so the row measures the client too."
+	echo "Ratios: requests/s relative to epoll and uring-poll (> 1 is faster); CPU x uring-poll: CPU us/req relative to uring-poll (< 1 is cheaper). *client-bound*: the client used >= 90% of its CPU, so the row measures the client too."
 	[ -f "$TMP/failed" ] && echo "Failed integrity, not benchmarked: $(tr '\n' ' ' <"$TMP/failed")."
 	echo
 	awk -F'\t' -v order="$(for e in $SERVERS; do printf '%s ' "${e%%:*}"; done)" \
@@ -199,7 +211,7 @@ mkdir -p "$OUT_DIR"
 	{
 		k = $1 SUBSEP $2
 		rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5
-		cpu[k] = cpu[k] " " $6; ccpu[k] = ccpu[k] " " $7
+		cpu[k] = cpu[k] " " $6; ccpu[k] = ccpu[k] " " $7; p999[k] = p999[k] " " $8
 	}
 	END {
 		nr = split(rows, R, " "); ns = split(order, S, " ")
@@ -210,10 +222,11 @@ mkdir -p "$OUT_DIR"
 			       row == "saturation" ? "64 conns x 64 B x depth 16" : \
 			       "1,000 conns x 1 KiB x depth 1"
 			printf "## %s (%s)\n\n", row, desc
-			print "| server | requests/s | p50 us | p99 us | CPU us/req | syscalls/req | x epoll | x uring-poll | note |"
-			print "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+			print "| server | requests/s | p50 us | p99 us | p99.9 us | CPU us/req | syscalls/req | x epoll | x uring-poll | CPU x uring-poll | note |"
+			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 			be = (row SUBSEP "epoll") in rps ? median(rps[row, "epoll"]) : 0
 			bu = (row SUBSEP "uring-poll") in rps ? median(rps[row, "uring-poll"]) : 0
+			cu = (row SUBSEP "uring-poll") in cpu ? median(cpu[row, "uring-poll"]) : 0
 			for (s = 1; s <= ns; s++) {
 				k = row SUBSEP S[s]
 				if (!(k in rps))
@@ -221,9 +234,11 @@ mkdir -p "$OUT_DIR"
 				m = median(rps[k]); lo = MIN; hi = MAX
 				sy = k in sys ? sys[k] : "-"
 				note = median(ccpu[k]) >= 90 ? "*client-bound*" : ""
-				printf "| %s | %.0f (%.0f-%.0f) | %.1f | %.1f | %.2f | %s | %s | %s | %s |\n", \
-				       S[s], m, lo, hi, median(p50[k]), median(p99[k]), median(cpu[k]), sy, \
-				       be ? sprintf("%.2f", m / be) : "-", bu ? sprintf("%.2f", m / bu) : "-", note
+				c = median(cpu[k])
+				printf "| %s | %.0f (%.0f-%.0f) | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s |\n", \
+				       S[s], m, lo, hi, median(p50[k]), median(p99[k]), median(p999[k]), c, sy, \
+				       be ? sprintf("%.2f", m / be) : "-", bu ? sprintf("%.2f", m / bu) : "-", \
+				       cu ? sprintf("%.2f", c / cu) : "-", note
 			}
 			print ""
 		}

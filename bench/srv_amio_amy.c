@@ -1,14 +1,21 @@
 /*
  * srv_amio_amy: Amy's own design on amio. The poll thread calls
  * amio_poller_wait and forwards every notification to the one worker through
- * an amio channel (amio's cross-thread queue); the worker owns the sockets
+ * an amio channel (amio's cross-thread queue), one message per batch, as
+ * epoll-amy moves a batch per lock; the worker owns the sockets
  * and registers them through its own Amy-mode registrar, and sleeps in the
  * inbox of a second registrar that only carries the channel.
  */
 #define _GNU_SOURCE
 #include "srv_amio_common.h"
 
-#define CHANNEL_CAP 8192 /* > one batch (64): the poll thread never waits on itself */
+#define BATCH       64
+#define CHANNEL_CAP 128 /* batches */
+
+struct batch {
+	uint32_t n;
+	amio_notification n_[BATCH];
+};
 
 static amio_poller *poller;
 static amio_registrar *sockets_r, *inbox_r;
@@ -18,7 +25,8 @@ static uint16_t port;
 static void *worker(void *arg)
 {
 	struct apool pool = {0};
-	amio_notification n[8], fwd;
+	amio_notification n[8];
+	struct batch b;
 	int lfd = srv_listen("srv_amio_amy", port), rc;
 	int64_t lid;
 
@@ -32,12 +40,13 @@ static void *worker(void *arg)
 		if (rc == 0)
 			continue;
 		/* Every notification here is the channel's: drain it to -EAGAIN. */
-		while (amio_channel_try_recv(ch, &fwd) == 0) {
-			if (!fwd.data)
-				apool_accept(&pool, sockets_r, lfd);
-			else
-				apool_event(&pool, sockets_r, &fwd);
-		}
+		while (amio_channel_try_recv(ch, &b) == 0)
+			for (uint32_t i = 0; i < b.n; i++) {
+				if (!b.n_[i].data)
+					apool_accept(&pool, sockets_r, lfd);
+				else
+					apool_event(&pool, sockets_r, &b.n_[i]);
+			}
 	}
 	amio_deregister(sockets_r, (uint64_t)lid);
 	close(lfd);
@@ -46,25 +55,24 @@ static void *worker(void *arg)
 
 static void *poll_main(void *arg)
 {
-	amio_notification n[64];
-	int rc;
+	struct batch b;
+	int rc, err;
 
 	(void)arg;
 	while (!atomic_load(&srv_stop)) {
-		rc = amio_poller_wait(poller, n, 64, -1);
+		rc = amio_poller_wait(poller, b.n_, BATCH, -1);
 		if (rc < 0)
 			srv_die("srv_amio_amy", "amio_poller_wait", rc);
-		for (int i = 0; i < rc; i++) {
-			int err;
-
-			/* Full: the worker is behind. Time out only to see a stop
-			 * (the worker stops draining before the poller stops). */
-			while ((err = amio_channel_send_wait(ch, &n[i], 100)) == -ETIMEDOUT &&
-			       !atomic_load(&srv_stop))
-				;
-			if (err < 0 && err != -ETIMEDOUT)
-				srv_die("srv_amio_amy", "amio_channel_send_wait", err);
-		}
+		if (rc == 0)
+			continue;
+		b.n = (uint32_t)rc;
+		/* Full: the worker is behind. Time out only to see a stop
+		 * (the worker stops draining before the poller stops). */
+		while ((err = amio_channel_send_wait(ch, &b, 100)) == -ETIMEDOUT &&
+		       !atomic_load(&srv_stop))
+			;
+		if (err < 0 && err != -ETIMEDOUT)
+			srv_die("srv_amio_amy", "amio_channel_send_wait", err);
 	}
 	return NULL;
 }
@@ -80,7 +88,7 @@ int main(int argc, char **argv)
 	if ((rc = apoller_new(&poller)) < 0 ||
 	    (rc = amio_registrar_new(poller, 0, &sockets_r)) < 0 ||
 	    (rc = amio_registrar_new(poller, AMIO_INBOX, &inbox_r)) < 0 ||
-	    (rc = amio_channel_new(inbox_r, CHANNEL_CAP, sizeof(amio_notification), NULL, &ch)) < 0)
+	    (rc = amio_channel_new(inbox_r, CHANNEL_CAP, sizeof(struct batch), NULL, &ch)) < 0)
 		srv_die("srv_amio_amy", "setup", rc);
 	/* The registrars and the channel now belong to the worker thread. */
 	pthread_create(&pt, NULL, poll_main, NULL);
