@@ -3,7 +3,7 @@
 #   sh bench/run.sh [build_dir]        (default build/release)
 #   QUICK=1 sh bench/run.sh ...        short windows (what `make bench` runs)
 #   env: REPS, WARM, SECS (seconds), PORT, SRV_CPU, CLI_CPU, RESULTS_DIR,
-#   BENCH_AMIO_NO_SPIN=1 (amio servers with AMIO_POLLER_NO_SPIN)
+#   BENCH_AMIO_SPIN_US=us (amio servers' idle spin, spin_us; off by default)
 # Each server must first pass an integrity run (1 B..64 KiB messages written
 # in random split pieces, 256 in flight per connection, reads paused now and
 # then so the server's writes come back partial (EAGAIN), every byte checked)
@@ -180,10 +180,10 @@ mkdir -p "$OUT_DIR"
 		echo "Not pinned (taskset or a second CPU missing)."
 	fi
 	echo "$REPS repetitions, servers interleaved; warm-up $WARM s, measured $SECS s per run; medians, requests/s as median (min-max)."
-	if [ "${BENCH_AMIO_NO_SPIN:-0}" = 1 ]; then
-		echo "amio servers: AMIO_POLLER_NO_SPIN (the poll thread sleeps at once when idle)."
+	if [ -n "${BENCH_AMIO_SPIN_US:-}" ]; then
+		echo "amio servers: spin_us = $BENCH_AMIO_SPIN_US (the poll thread watches its queues that long before sleeping)."
 	else
-		echo "amio servers: default poller config (the poll thread spins up to 50 us before sleeping; BENCH_AMIO_NO_SPIN=1 turns it off)."
+		echo "amio servers: default poller config (no idle spin; BENCH_AMIO_SPIN_US=us turns it on)."
 	fi
 	echo "CPU us/req: server utime+stime (all threads) over the whole client run / requests completed."
 	if [ "$PERF" = perf ]; then

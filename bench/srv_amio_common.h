@@ -66,16 +66,16 @@ static inline void apool_event(struct apool *pool, amio_registrar *r, const amio
 	pool->free_list = c;
 }
 
-/* A poller with the default config, or with AMIO_POLLER_NO_SPIN when the
- * environment has BENCH_AMIO_NO_SPIN=1 (to measure what the idle spin costs). */
+/* A poller with the default config, or with the idle spin the environment
+ * asks for: BENCH_AMIO_SPIN_US=us (spin_us; off by default). */
 static inline int apoller_new(amio_poller **out)
 {
 	struct amio_poller_config cfg;
-	const char *v = getenv("BENCH_AMIO_NO_SPIN");
+	const char *v = getenv("BENCH_AMIO_SPIN_US");
 
 	memset(&cfg, 0, sizeof(cfg));
-	if (v && *v == '1')
-		cfg.flags |= AMIO_POLLER_NO_SPIN;
+	if (v)
+		cfg.spin_us = (uint32_t)strtoul(v, NULL, 10);
 	return amio_poller_new(out, &cfg);
 }
 
