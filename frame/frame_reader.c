@@ -34,7 +34,7 @@ static ssize_t frame_need(void *owner)
 	}
 	if (avail - HDR >= len)
 		return 0;
-	return (ssize_t)(HDR + len);
+	return (ssize_t)((size_t)HDR + len); /* in size_t: 4 + 2^32 - 4 must not wrap to 0 */
 }
 
 int amio_frame_reader_init(struct amio_frame_reader *fr, size_t max_frame)
@@ -98,7 +98,7 @@ int amio_frame_reader_next(struct amio_frame_reader *fr, struct iovec *frame)
 	frame->iov_base = head + HDR;
 	frame->iov_len = len;
 	/* Only the indices move: the view stays valid until read/feed. */
-	amio__bytebuf_consume(&fr->buf, HDR + len);
+	amio__bytebuf_consume(&fr->buf, (size_t)HDR + len);
 	return 1;
 }
 

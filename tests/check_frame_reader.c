@@ -342,6 +342,27 @@ START_TEST(test_a_frame_of_exactly_max_frame_bytes_is_accepted)
 }
 END_TEST
 
+/* With max_frame at UINT32_MAX, header + length must not wrap in 32 bits:
+ * a length of 2^32 - 4 once summed to 0 ("complete") and handed out a
+ * 4 GiB view of a 14-byte buffer; 2^32 - 1 summed to 3 and stalled. */
+START_TEST(test_a_header_near_4_gib_is_an_incomplete_frame_not_a_wrapped_one)
+{
+	static const uint32_t lens[] = {0xFFFFFFFCu, 0xFFFFFFFDu, 0xFFFFFFFFu};
+	unsigned char buf[FU_HDR + 10] = {0};
+	struct amio_frame_reader fr;
+	struct iovec f;
+
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		fu_put_be32(buf, lens[i]);
+		ck_assert_int_eq(amio_frame_reader_init(&fr, UINT32_MAX), 0);
+		ck_assert_int_eq(amio_frame_reader_feed(&fr, buf, sizeof(buf)),
+		                 (ssize_t)sizeof(buf));
+		ck_assert_int_eq(amio_frame_reader_next(&fr, &f), 0);
+		amio_frame_reader_destroy(&fr);
+	}
+}
+END_TEST
+
 START_TEST(test_the_buffer_starts_small_and_grows_only_for_the_frame_being_parsed)
 {
 	static unsigned char big[FU_HDR + 70000];
@@ -613,6 +634,7 @@ static Suite *frame_reader_suite(void)
 	tcase_add_test(tc, test_eof_is_reported_only_after_every_frame_was_handed_out);
 	tcase_add_test(tc, test_eof_in_the_middle_of_a_frame_gives_eproto);
 	tcase_add_test(tc, test_eof_on_an_empty_stream_is_returned_at_once);
+	tcase_add_test(tc, test_a_header_near_4_gib_is_an_incomplete_frame_not_a_wrapped_one);
 	return s;
 }
 
