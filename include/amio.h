@@ -34,7 +34,8 @@ enum {
 	AMIO_READ = 1u << 0,  /* readable, or EOF: read until -EAGAIN */
 	AMIO_WRITE = 1u << 1, /* writable */
 	AMIO_BOTH = AMIO_READ | AMIO_WRITE,
-	AMIO_HUP = 1u << 2,     /* peer closed or half-closed (POLLHUP, POLLRDHUP); report only */
+	AMIO_HUP = 1u << 2,     /* peer closed or half-closed (POLLHUP; POLLRDHUP, asked
+	                           with AMIO_READ only); report only */
 	AMIO_ERROR = 1u << 3,   /* socket error (POLLERR) or a failed command; see .error */
 	AMIO_TIMER = 1u << 4,   /* a timer fired */
 	AMIO_CHANNEL = 1u << 5, /* a channel has messages */
@@ -59,7 +60,9 @@ typedef struct amio_notification {
 	uint64_t id;     /* the registration's id */
 	void *data;      /* the pointer given at registration, untouched */
 	uint32_t events; /* AMIO_READ | AMIO_WRITE | AMIO_HUP | AMIO_ERROR | ... */
-	int32_t error;   /* -errno with AMIO_ERROR, else 0 */
+	int32_t error;   /* with AMIO_ERROR: -errno of a failed command (e.g. -EBADF),
+	                    or 0 for a socket error (POLLERR): its errno comes
+	                    from the next read/write or getsockopt(SO_ERROR) */
 } amio_notification;
 
 typedef struct amio_poller amio_poller;       /* one per poll thread */

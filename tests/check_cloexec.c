@@ -120,11 +120,13 @@ END_TEST
 
 int main(int argc, char **argv)
 {
-	Suite *s = suite_create("cloexec");
-	TCase *tc = tcase_create("exec");
+	Suite *s;
+	TCase *tc;
 
 	if (argc > 1 && strcmp(argv[1], "--list-fds") == 0)
 		return list_fds();
+	s = suite_create("cloexec");
+	tc = tcase_create("exec");
 	t_require_io_uring();
 	tcase_add_test(tc, an_execd_child_inherits_no_amio_fd);
 	suite_add_tcase(s, tc);
