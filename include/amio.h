@@ -166,6 +166,8 @@ AMIO_API int amio_poller_run(amio_poller *p);
 /*
  * Make the current (or next) amio_poller_wait/run return. Wakes a sleeping
  * poll thread with one MSG_RING; coalesces with other pending stops.
+ * Commands queued just before may still be unapplied when it returns: the
+ * next wait applies them (amio_poller_free cancels them).
  * Returns: 0. Errors: -ESHUTDOWN, -errno of the wakeup.
  * Thread: any thread.
  */
