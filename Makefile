@@ -84,7 +84,7 @@ valgrind: build
 	@sh scripts/valgrind.sh build/debug
 
 # docs/RELIABILITY.md from the rows the reliability tests print (several minutes).
-reliability: build release test-asan test-tsan
+reliability: build release
 	@sh scripts/deps.sh valgrind
 	@sh scripts/reliability.sh
 

@@ -10,7 +10,7 @@
 #include "srv_amio_common.h"
 
 #define BATCH       64
-#define CHANNEL_CAP 128 /* batches */
+#define CHANNEL_CAP 1024 /* batches: up to 65,536 notifications, epoll-amy's queue */
 
 struct batch {
 	uint32_t n;

@@ -27,8 +27,9 @@ run() {
 
 # The sanitizer runs: one row each from ctest's own summary.
 ctest_row() {
-	dir=$1 what=$2
+	dir=$1 what=$2 preset=$(basename "$1")
 	shift 2
+	run sh -c "cmake --preset $preset >/dev/null && cmake --build --preset $preset -j 2 >/dev/null"
 	run sh -c "cd $dir && $* ctest --output-on-failure -j 2 -LE soak $CTEST_SEL"
 	n=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$LOG")
 	echo "RELIABILITY|sanitizer|$what|$n test programs|all pass, 0 reports" >>"$ROWS"
