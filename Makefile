@@ -33,6 +33,7 @@ bench: deps
 	@cmake --build --preset release -j $(JOBS)
 	@QUICK=1 sh bench/run.sh build/release
 	@QUICK=1 sh bench/micro.sh build/release
+	@build/release/bench/frame_bench 64
 
 test: test-debug test-asan test-tsan
 

@@ -165,7 +165,8 @@ static inline void t_require_io_uring(void)
 /* One row of docs/RELIABILITY.md, printed by the test that measured it:
  *   RELIABILITY|<area>|<what was tried>|<figure>|<result>
  * scripts/reliability.sh runs the tests and turns these lines into the
- * table, so the document only ever holds what a test printed. */
+ * table, so the document only ever holds what a test printed. No '|'
+ * inside a field: it separates the columns. */
 #define t_report(area, tried, result, ...)                                                         \
 	do {                                                                                       \
 		printf("RELIABILITY|%s|%s|", (area), (tried));                                     \

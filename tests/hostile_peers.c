@@ -768,7 +768,7 @@ START_TEST(a_peer_that_half_closes_is_reported_with_hup_and_read)
 	t_write_str(m.fds[1], "echo");
 	close(m.fds[0]);
 	t_report("hup", "peer sends half a frame, then shutdown(SHUT_WR) (Amy mode, READ)",
-	         "AMIO_HUP | AMIO_READ on a new edge, then read() = 0",
+	         "AMIO_HUP + AMIO_READ on a new edge, then read() = 0",
 	         "events 0x%x (READ 0x%x, HUP 0x%x)", ev, AMIO_READ, AMIO_HUP);
 	amy_teardown(&m);
 }
@@ -790,7 +790,7 @@ static void reset_case(uint32_t events, const char *tried)
 	ck_assert_msg(ev & AMIO_ERROR, "events 0x%x without AMIO_ERROR", ev);
 	ck_assert_int_eq(read(m.fds[1], &c, 1), -1);
 	ck_assert_int_eq(errno, ECONNRESET);
-	t_report("hup", tried, "AMIO_HUP | AMIO_ERROR, then read() = -ECONNRESET",
+	t_report("hup", tried, "AMIO_HUP + AMIO_ERROR, then read() = -ECONNRESET",
 	         "events 0x%x, error %d", ev, (int)error);
 	amy_teardown(&m);
 }
@@ -804,7 +804,7 @@ END_TEST
 START_TEST(a_reset_is_reported_to_a_registration_that_also_waits_for_write)
 {
 	/* frame_echo_server's registration while its writer holds bytes. */
-	reset_case(AMIO_READ | AMIO_WRITE, "peer resets mid-frame (Amy mode, READ | WRITE)");
+	reset_case(AMIO_READ | AMIO_WRITE, "peer resets mid-frame (Amy mode, READ + WRITE)");
 }
 END_TEST
 
