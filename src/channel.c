@@ -226,34 +226,11 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 	}
 }
 
-/* Take the oldest message; pending > 0, so its enqueue is complete. */
-static void take(amio_channel *ch, void *msg)
-{
-	bool ok = _ck_ring_dequeue_sc(&ch->ring, ch->buf, msg, ch->msg_size);
-
-	(void)ok;
-	ck_pr_dec_32(&ch->pending);
-	ck_pr_inc_32(&ch->space);
-	/* space before the waiters load; pairs with amio_channel_send_wait. */
-	ck_pr_fence_store_load();
-	if (ck_pr_load_32(&ch->space_waiters)) {
-		ck_pr_inc_32(&ch->space_seq);
-		syscall(SYS_futex, &ch->space_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-	}
-}
-
 int amio_channel_try_recv(amio_channel *ch, void *msg)
 {
-	int rc;
+	bool ok;
+	int rc = enter(ch);
 
-	/* The common case, a message waiting, touches only the channel, which
-	 * only this (receiving) thread frees: no enter/leave, two fewer locked
-	 * operations on the line the senders write. */
-	if (ck_pr_load_32(&ch->pending) && !ck_pr_load_32(&ch->p->shutdown)) {
-		take(ch, msg);
-		return 0;
-	}
-	rc = enter(ch);
 	if (rc < 0)
 		return rc;
 	if (ck_pr_load_32(&ch->pending) == 0) {
@@ -267,7 +244,17 @@ int amio_channel_try_recv(amio_channel *ch, void *msg)
 		}
 		raise_channel(ch); /* that sender saw pending > 0 and stayed quiet */
 	}
-	take(ch, msg);
+	/* pending > 0: its sender's enqueue is complete, so this succeeds. */
+	ok = _ck_ring_dequeue_sc(&ch->ring, ch->buf, msg, ch->msg_size);
+	(void)ok;
+	ck_pr_dec_32(&ch->pending);
+	ck_pr_inc_32(&ch->space);
+	/* space before the waiters load; pairs with amio_channel_send_wait. */
+	ck_pr_fence_store_load();
+	if (ck_pr_load_32(&ch->space_waiters)) {
+		ck_pr_inc_32(&ch->space_seq);
+		syscall(SYS_futex, &ch->space_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	}
 	leave(ch);
 	return 0;
 }
