@@ -604,7 +604,9 @@ static void run_pending(amio_poller *p)
 
 static bool work_queued(amio_poller *p)
 {
-	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_ptr(&p->ready) || ck_pr_load_32(&p->stop))
+	/* p->touched: a doorbell that found no SQE, to ring before sleeping. */
+	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_ptr(&p->ready) || ck_pr_load_32(&p->stop) ||
+	    p->touched)
 		return true;
 	for (amio_registrar *r = p->registrars; r; r = r->next) {
 		if (ck_ring_size(&r->cmdq) || ck_pr_load_32(&r->closed))
