@@ -8,20 +8,18 @@
 struct site {
 	uint32_t every; /* 0: off */
 	int err;
-	uint64_t limit; /* 0: no limit */
 	uint64_t calls, hits;
 };
 
 static struct site sites[AMIO__FAULT_SITES];
 
-void amio__fault_set(enum amio__fault_site site, int err, uint32_t every, uint64_t limit)
+void amio__fault_set(enum amio__fault_site site, int err, uint32_t every)
 {
 	struct site *s = &sites[site];
 
 	ck_pr_store_32(&s->every, 0);
 	ck_pr_fence_store();
 	ck_pr_store_int(&s->err, err);
-	ck_pr_store_64(&s->limit, limit);
 	ck_pr_store_64(&s->calls, 0);
 	ck_pr_store_64(&s->hits, 0);
 	ck_pr_fence_store();
@@ -37,16 +35,15 @@ int amio__fault(enum amio__fault_site site)
 {
 	struct site *s = &sites[site];
 	uint32_t every = ck_pr_load_32(&s->every);
-	uint64_t limit, hits;
+	uint64_t hits;
 
 	if (every == 0)
 		return 0;
 	ck_pr_fence_load();
 	/* Only the poll thread counts: plain load + store, no RMW. */
 	ck_pr_store_64(&s->calls, ck_pr_load_64(&s->calls) + 1);
-	limit = ck_pr_load_64(&s->limit);
 	hits = ck_pr_load_64(&s->hits);
-	if (ck_pr_load_64(&s->calls) % every != 0 || (limit && hits >= limit))
+	if (ck_pr_load_64(&s->calls) % every != 0)
 		return 0;
 	ck_pr_store_64(&s->hits, hits + 1);
 	return site == AMIO__FAULT_SQE ? -EBUSY : -ck_pr_load_int(&s->err);

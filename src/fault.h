@@ -21,10 +21,10 @@ enum amio__fault_site {
 #endif
 /*
  * From now on, every every-th call at site fails (with -err for ENTER; SQE
- * ignores err), up to limit times (0: no limit). every 0 turns site off and
- * clears its count. Thread: any (the poll thread reads the settings).
+ * ignores err). every 0 turns site off and clears its count.
+ * Thread: any (the poll thread reads the settings).
  */
-AMIO_API void amio__fault_set(enum amio__fault_site site, int err, uint32_t every, uint64_t limit);
+AMIO_API void amio__fault_set(enum amio__fault_site site, int err, uint32_t every);
 /* Faults injected at site since it was last set. Thread: any. */
 AMIO_API uint64_t amio__fault_count(enum amio__fault_site site);
 /* Poll thread: 0, or the -errno this call must fail with (SQE: -EBUSY). */

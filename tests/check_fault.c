@@ -293,7 +293,7 @@ START_TEST(mixed_commands_survive_the_fault)
 		w.s[i] = (struct sock){.kind = SOCK, .cli = fds[0], .srv = fds[1]};
 	}
 	if (f->every)
-		amio__fault_set(f->site, f->err, f->every, 0);
+		amio__fault_set(f->site, f->err, f->every);
 
 	for (int c = 0; c < NCMD; c++) {
 		uint32_t op = rnd(20);
@@ -315,7 +315,7 @@ START_TEST(mixed_commands_survive_the_fault)
 		poll_once(&w, 5);
 	injected = f->every ? amio__fault_count(f->site) : 0;
 	if (f->every)
-		amio__fault_set(f->site, 0, 0, 0);
+		amio__fault_set(f->site, 0, 0);
 	expect_settled(&w);
 	ck_assert_msg(w.spurious == 0, "%llu READ notifications with nothing to read",
 	              (unsigned long long)w.spurious);
@@ -390,7 +390,7 @@ START_TEST(inbox_doorbells_survive_a_full_sq)
 		ck_assert_int_gt(s[i].id, 0);
 	}
 	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
-	amio__fault_set(AMIO__FAULT_SQE, 0, 3, 0);
+	amio__fault_set(AMIO__FAULT_SQE, 0, 3);
 	rng_state = 42;
 	for (int round = 0; round < ROUNDS; round++) {
 		int want = 0;
@@ -411,9 +411,10 @@ START_TEST(inbox_doorbells_survive_a_full_sq)
 			int n = amio_registrar_wait(r, out, NSOCK, (int)(end - t_now_ms()));
 
 			/* Woken by its timeout, not a doorbell: the doorbell was lost. */
-			ck_assert_msg(n > 0 && t_now_ms() < end,
-			              "round %d: %d sockets not reported within %d ms (a lost doorbell)",
-			              round, want, ROUND_MS);
+			ck_assert_msg(
+			    n > 0 && t_now_ms() < end,
+			    "round %d: %d sockets not reported within %d ms (a lost doorbell)",
+			    round, want, ROUND_MS);
 			for (int i = 0; i < n; i++) {
 				struct sock *x = out[i].data;
 
@@ -434,7 +435,7 @@ START_TEST(inbox_doorbells_survive_a_full_sq)
 			}
 		}
 	}
-	amio__fault_set(AMIO__FAULT_SQE, 0, 0, 0);
+	amio__fault_set(AMIO__FAULT_SQE, 0, 0);
 	amio_poller_stop(p);
 	pthread_join(t, &prc);
 	ck_assert_int_eq((int)(intptr_t)prc, 0);
@@ -463,6 +464,11 @@ int main(int argc, char **argv)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, mixed_commands_survive_the_fault, 0,
 	                    (int)(sizeof(faults) / sizeof(faults[0])));
+	suite_add_tcase(s, tc);
+	/* Its own case: valgrind does not deliver MSG_RING wakeups to a
+	 * sleeping waiter, so scripts/valgrind.sh runs "injected" only. */
+	tc = tcase_create("inbox");
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, inbox_doorbells_survive_a_full_sq);
 	suite_add_tcase(s, tc);
 	return t_run(s);
