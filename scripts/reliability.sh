@@ -44,7 +44,7 @@ ctest_row build/asan "ASan + UBSan + LeakSanitizer on every test but the soak" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1
 CTEST_SEL="-L threads"
 ctest_row build/tsan "TSan on every threaded suite (AMIO_TEST_SCALE=0.02)" \
-	AMIO_TEST_SCALE=0.02 TSAN_OPTIONS=halt_on_error=1:suppressions=$(pwd)/tests/tsan.supp
+	AMIO_TEST_SCALE=0.02 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(pwd)/tests/tsan.supp
 run sh scripts/valgrind.sh build/debug
 run make -s fuzz FUZZ_SECONDS=30
 execs=$(sed -n 's/^stat::number_of_executed_units: *//p' build/fuzz/fuzz.log)
