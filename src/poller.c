@@ -714,6 +714,14 @@ static bool enter_failed(amio_poller *p, int rc, unsigned *row)
 	return ++*row > AMIO__ENTER_RETRIES;
 }
 
+/* The wait ends on an error: hand out what was collected, if anything;
+ * the error then comes back on the next call, if it persists. */
+static int end_on_error(amio_poller *p, int rc)
+{
+	filter_out(p);
+	return p->out_n ? (int)p->out_n : rc;
+}
+
 /* One wait: at most one io_uring_enter per loop iteration. Returns the
  * number of notifications in p->out, 0 on timeout or stop, or -errno (only
  * with none collected: notifications are never dropped for an error). */
@@ -742,10 +750,8 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 			 * kernel's deferred work only if there is any. */
 			if (io_uring_sq_ready(&p->be.ring) || amio__backend_ready(p)) {
 				rc = amio__backend_enter(p, false, 0);
-				if (rc < 0 && enter_failed(p, rc, &failed_row)) {
-					filter_out(p);
-					return p->out_n ? (int)p->out_n : rc;
-				}
+				if (rc < 0 && enter_failed(p, rc, &failed_row))
+					return end_on_error(p, rc);
 			}
 			reap(p);
 			if (filter_out(p) || timeout_ms == 0)
@@ -763,10 +769,8 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 			continue;
 		rc = amio__backend_enter(p, true, left);
 		ck_pr_fas_32(&p->state, AMIO__RUNNING);
-		if (rc < 0 && rc != -ETIME && enter_failed(p, rc, &failed_row)) {
-			filter_out(p);
-			return p->out_n ? (int)p->out_n : rc;
-		}
+		if (rc < 0 && rc != -ETIME && enter_failed(p, rc, &failed_row))
+			return end_on_error(p, rc);
 		reap(p);
 		if (filter_out(p))
 			return (int)p->out_n;
