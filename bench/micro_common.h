@@ -85,6 +85,8 @@ static void poller_config(struct amio_poller_config *cfg)
 		cfg->spin_us = (uint32_t)strtoul(spin, NULL, 10);
 	if (off && *off == '1')
 		cfg->flags |= AMIO_POLLER_NO_SPIN;
+	if (getenv("BENCH_AMIO_FLAGS"))
+		cfg->flags |= (uint32_t)strtoul(getenv("BENCH_AMIO_FLAGS"), NULL, 0);
 }
 
 #endif /* BENCH_MICRO_COMMON_H */

@@ -323,6 +323,9 @@ AMIO_API int amio_channel_send(amio_channel *ch, const void *msg);
 
 /*
  * Like amio_channel_send, but wait up to timeout_ms (-1: no limit) for room.
+ * A sender asleep here is woken once the receiver has taken half the
+ * capacity (rounded up) since it found the channel full, or has drained it
+ * (try_recv returned -EAGAIN): one wakeup per refill, not per message.
  * Never call it on the thread that receives from ch (or on the poll thread
  * when the poll thread receives): nobody would make room.
  * Returns: 0. Errors: -ETIMEDOUT (still full after timeout_ms), -EPIPE,

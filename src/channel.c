@@ -1,10 +1,20 @@
 /*
  * Channels: a bounded MPSC queue of fixed-size messages whose first message
  * after a drain raises one notification, and how the poll thread reports it.
+ *
+ * The queue is a sequence-numbered ring (D. Vyukov's bounded queue, MPSC
+ * here): a sender claims a position with one CAS on tail, copies its message
+ * and publishes it by advancing the slot's sequence word; the receiver takes
+ * positions in order. No counter is shared by senders and receiver: a send
+ * raises the channel when the position before its own was already taken
+ * (the queue was empty), which the sender reads from the neighbouring slot.
+ * ck_ring's MP enqueue would make senders publish in ticket order, spinning
+ * on each other: with more senders than cores, one preempted mid-copy stalls
+ * the rest for a scheduler slice (measured: 0.3M messages/s with 4 senders
+ * on 2 cores, 1 sched_yield per message).
  */
 #include <errno.h>
 #include <limits.h>
-#include <sched.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +26,86 @@
 
 #define MAX_CAPACITY (1u << 30)
 #define MAX_MSG_SIZE 65536u
+#define SEQ_BYTES    sizeof(uint64_t)
+
+/* ---- Slots -----------------------------------------------------------------
+ * A slot's word holds its sequence minus the slot's index, so a zeroed buffer
+ * is the initial state (slot i free for position i) and creating a channel
+ * touches none of its pages.
+ */
+
+struct slot {
+	unsigned char *at; /* the sequence word; the message follows it */
+	uint64_t i;        /* the slot's index */
+};
+
+static struct slot slot_of(const amio_channel *ch, uint64_t pos)
+{
+	uint64_t i = ch->pow2 ? pos & (ch->nslots - 1) : pos % ch->nslots;
+
+	return (struct slot){ch->slots + i * ch->stride, i};
+}
+
+static uint64_t *word_of(struct slot s)
+{
+	return (uint64_t *)(void *)s.at;
+}
+
+/* Acquire: a published sequence makes its message readable (receiver), a
+ * taken one makes the slot writable (sender). TSan does not model ck_pr's
+ * fences, so under TSan the pair uses atomics it sees. */
+static uint64_t seq_load(struct slot s)
+{
+#if defined(__SANITIZE_THREAD__)
+	return __atomic_load_n(word_of(s), __ATOMIC_ACQUIRE) + s.i;
+#else
+	uint64_t v = ck_pr_load_64(word_of(s));
+
+	ck_pr_fence_acquire();
+	return v + s.i;
+#endif
+}
+
+/* Release the slot's contents with its new sequence (a sender's copy in,
+ * the receiver's copy out). An exchange, not a store: it also orders the
+ * store before the loads that follow it (the neighbour's sequence, the
+ * waiters count), as the raise and the space handshakes need; the ck fences
+ * around it are free where RMWs are fences (x86). */
+static void seq_release(struct slot s, uint64_t v)
+{
+#if defined(__SANITIZE_THREAD__)
+	(void)__atomic_exchange_n(word_of(s), v - s.i, __ATOMIC_SEQ_CST);
+#else
+	ck_pr_fence_store_atomic(); /* the copy in, before the sequence */
+	ck_pr_fence_load_atomic();  /* the copy out, before the sequence */
+	(void)ck_pr_fas_64(word_of(s), v - s.i);
+	ck_pr_fence_atomic_load(); /* the sequence, before what is loaded next */
+#endif
+}
+
+/* Whether position pos - back was taken by the receiver (true if there was
+ * none: positions start at 0 and never wrap in 2^64 sends). Sequence words
+ * only grow, so a later lap's value means taken too. */
+static bool taken_before(const amio_channel *ch, uint64_t pos, uint64_t back)
+{
+	uint64_t q = pos - back;
+
+	return pos < back || (int64_t)(seq_load(slot_of(ch, q)) - (q + ch->nslots)) >= 0;
+}
+
+/* Whether position pos may be claimed: 0 yes, < 0 the channel is full, > 0
+ * pos is stale (another sender claimed it). */
+static int room_at(const amio_channel *ch, uint64_t pos)
+{
+	int64_t dif = (int64_t)(seq_load(slot_of(ch, pos)) - pos);
+
+	if (dif != 0)
+		return dif < 0 ? -1 : 1;
+	/* Capacity 1 runs on 2 slots: its one message must be taken too. */
+	if (ch->capacity < ch->nslots && !taken_before(ch, pos, ch->capacity))
+		return -1;
+	return 0;
+}
 
 /* ---- Lifetime -------------------------------------------------------------- */
 
@@ -33,31 +123,30 @@ int amio_channel_new(amio_registrar *r, size_t capacity, size_t msg_size, void *
                      amio_channel **out)
 {
 	struct amio__cmd c = {.op = AMIO__OP_CHANNEL, .data = data};
-	uint32_t slots = 2;
 	amio_channel *ch;
 	int64_t id;
 
 	if (!r || !out || capacity == 0 || capacity > MAX_CAPACITY || msg_size == 0 ||
 	    msg_size > MAX_MSG_SIZE)
 		return -EINVAL;
-	/* A ck_ring of N holds N - 1; the exact bound is kept by space. */
-	while (slots <= capacity)
-		slots <<= 1;
 	if (posix_memalign((void **)&ch, AMIO__CACHELINE, sizeof(*ch)) != 0)
 		return -ENOMEM;
 	memset(ch, 0, sizeof(*ch));
-	ch->buf = calloc(slots, msg_size);
-	if (!ch->buf) {
+	ch->capacity = capacity;
+	ch->nslots = capacity < 2 ? 2 : capacity;
+	ch->pow2 = (ch->nslots & (ch->nslots - 1)) == 0;
+	ch->wake_at = (capacity + 1) / 2;
+	ch->msg_size = (uint32_t)msg_size;
+	ch->stride = (uint32_t)((SEQ_BYTES + msg_size + 7) & ~(size_t)7);
+	ch->slots = calloc(ch->nslots, ch->stride);
+	if (!ch->slots) {
 		free(ch);
 		return -ENOMEM;
 	}
-	ck_ring_init(&ch->ring, slots);
-	ch->msg_size = (uint32_t)msg_size;
-	ch->space = (uint32_t)capacity;
 	ch->p = r->p;
 	id = amio__registrar_add(r, AMIO__KIND_CHANNEL, &c);
 	if (id < 0) {
-		free(ch->buf);
+		free(ch->slots);
 		free(ch);
 		return (int)id;
 	}
@@ -79,8 +168,9 @@ uint64_t amio_channel_id(const amio_channel *ch)
 static int enter(amio_channel *ch)
 {
 	ck_pr_inc_32(&ch->senders);
-	/* senders before the closed/shutdown loads; pairs with the frees. */
-	ck_pr_fence_store_load();
+	/* senders before the closed/shutdown loads; pairs with the frees. A
+	 * locked RMW already orders them where RMWs are fences (x86). */
+	ck_pr_fence_atomic_load();
 	if (ck_pr_load_32(&ch->closed) || ck_pr_load_32(&ch->p->shutdown)) {
 		int rc = ck_pr_load_32(&ch->closed) ? -EPIPE : -ESHUTDOWN;
 
@@ -134,8 +224,8 @@ void amio_channel_free(amio_channel *ch)
 	ck_pr_fence_store_load();
 	while (ck_pr_load_32(&ch->senders))
 		ck_pr_stall();
-	free(ch->buf);
-	ch->buf = NULL;
+	free(ch->slots);
+	ch->slots = NULL;
 	ck_pr_inc_32(&ch->space_seq);
 	futex_wake_all(&ch->space_seq); /* blocked senders see closed */
 	/* Tell the poller (it frees the slot), unless it is gone already. */
@@ -151,48 +241,60 @@ void amio_channel_free(amio_channel *ch)
 
 /* ---- Sending and receiving ------------------------------------------------- */
 
-/* Copy msg into a reserved slot and publish it. ck's MP commit publishes in
- * ticket order and spins without yielding: with more senders than cores, a
- * sender preempted between reserve and commit stalls every later one for a
- * scheduler slice, and the stalls convoy (measured: 6k messages/s with 4
- * senders on 2 cores). So we wait for our turn ourselves, yielding after a
- * short spin, and call ck's commit once it will not spin. */
-static bool enqueue(amio_channel *ch, const void *msg)
+/* Claim a position and copy msg into it; false when the channel is full. */
+static bool enqueue(amio_channel *ch, const void *msg, uint64_t *claimed)
 {
-	unsigned int ticket;
-	void *slot = _ck_ring_enqueue_reserve_mp(&ch->ring, ch->buf, ch->msg_size, &ticket, NULL);
+	uint64_t pos = ck_pr_load_64(&ch->tail);
+	struct slot s;
 
-	if (!slot)
-		return false;
-	memcpy(slot, msg, ch->msg_size);
-	for (unsigned spins = 0; ck_pr_load_uint(&ch->ring.p_tail) != ticket; spins++) {
-		if (spins < 64)
-			ck_pr_stall();
-		else
-			sched_yield();
+	for (;;) {
+		int room = room_at(ch, pos);
+
+		if (room < 0)
+			return false;
+		if (room > 0)
+			pos = ck_pr_load_64(&ch->tail);
+		else if (ck_pr_cas_64_value(&ch->tail, pos, pos + 1, &pos))
+			break; /* on failure, pos is tail's new value */
 	}
-	_ck_ring_enqueue_commit_mp(&ch->ring, ticket);
+	s = slot_of(ch, pos);
+	memcpy(s.at + SEQ_BYTES, msg, ch->msg_size);
+	seq_release(s, pos + 1);
+	*claimed = pos;
 	return true;
 }
 
 int amio_channel_send(amio_channel *ch, const void *msg)
 {
+	uint64_t pos;
 	int rc = enter(ch);
 
 	if (rc < 0)
 		return rc;
-	/* Take a slot first: the bound is exact for any number of senders, and
-	 * the ring (one slot more than capacity) is never full after it. */
-	if ((int32_t)ck_pr_faa_32(&ch->space, (uint32_t)-1) <= 0 || !enqueue(ch, msg)) {
-		ck_pr_inc_32(&ch->space);
+	if (!enqueue(ch, msg, &pos)) {
 		leave(ch);
 		return -EAGAIN;
 	}
-	/* Only the send that finds the channel empty raises it (Amy's rule). */
-	if (ck_pr_faa_32(&ch->pending, 1) == 0)
+	/* Only the send that finds the channel empty raises it (Amy's rule):
+	 * the position before ours was taken. Our publish is ordered before
+	 * this load, and the receiver's take before its next look at our slot:
+	 * if we miss its take, it sees our message (no lost wakeup). */
+	if (taken_before(ch, pos, 1))
 		raise_channel(ch);
 	leave(ch);
 	return 0;
+}
+
+/* Whether a send would find the channel full now. */
+static bool full_now(amio_channel *ch)
+{
+	int room;
+	uint64_t pos;
+
+	do
+		pos = ck_pr_load_64(&ch->tail);
+	while ((room = room_at(ch, pos)) > 0);
+	return room < 0;
 }
 
 int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
@@ -217,45 +319,67 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 			tsp = &ts;
 		}
 		ck_pr_inc_32(&ch->space_waiters);
-		/* waiters before the space re-check; pairs with try_recv. */
-		ck_pr_fence_store_load();
-		if ((int32_t)ck_pr_load_32(&ch->space) <= 0 && !ck_pr_load_32(&ch->closed) &&
-		    !ck_pr_load_32(&ch->p->shutdown))
+		/* waiters before the slot re-check; pairs with try_recv's
+		 * seq_release and waiters load. */
+		ck_pr_fence_atomic_load();
+		if (!ck_pr_load_32(&ch->closed) && !ck_pr_load_32(&ch->p->shutdown) && full_now(ch))
 			syscall(SYS_futex, &ch->space_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
 		ck_pr_dec_32(&ch->space_waiters);
 	}
 }
 
+/* Wake every sender asleep in amio_channel_send_wait: they all retry, and
+ * those that find the channel full again sleep again. */
+static void wake_senders(amio_channel *ch)
+{
+	ch->freed = 0;
+	ck_pr_inc_32(&ch->space_seq);
+	futex_wake_all(&ch->space_seq);
+}
+
+/*
+ * The receiver touches only the channel (which only it frees) and never the
+ * poller's ring, so it needs no enter/leave: no locked operation on a line
+ * the senders write. The handle outlives amio_poller_free (the channel holds
+ * a poller reference until amio_channel_free), so the shutdown load is safe.
+ */
 int amio_channel_try_recv(amio_channel *ch, void *msg)
 {
-	bool ok;
-	int rc = enter(ch);
+	uint64_t h = ch->head;
+	struct slot s;
 
-	if (rc < 0)
-		return rc;
-	if (ck_pr_load_32(&ch->pending) == 0) {
-		/* Drained: withdraw the raise (a notification not yet reported is
-		 * then filtered), and look again for a send that raced with us. */
+	if (ck_pr_load_32(&ch->closed))
+		return -EPIPE;
+	if (ck_pr_load_32(&ch->p->shutdown))
+		return -ESHUTDOWN;
+	s = slot_of(ch, h);
+	if (seq_load(s) != h + 1) {
+		/* Empty (or its next sender is mid-copy): withdraw the raise (a
+		 * notification not yet reported is then filtered), then look
+		 * again. A sender that published after our first look and saw
+		 * our last take raises after this store; one that did not see
+		 * it is seen by the second look (raised before the load). */
 		ck_pr_store_32(&ch->raised, 0);
 		ck_pr_fence_store_load();
-		if (ck_pr_load_32(&ch->pending) == 0) {
-			leave(ch);
+		if (seq_load(s) != h + 1) {
+			/* Drained: every slot is free to a sender asleep in
+			 * send_wait (the store-load fence above orders our
+			 * last release before this load). */
+			if (ck_pr_load_32(&ch->space_waiters))
+				wake_senders(ch);
 			return -EAGAIN;
 		}
-		raise_channel(ch); /* that sender saw pending > 0 and stayed quiet */
 	}
-	/* pending > 0: its sender's enqueue is complete, so this succeeds. */
-	ok = _ck_ring_dequeue_sc(&ch->ring, ch->buf, msg, ch->msg_size);
-	(void)ok;
-	ck_pr_dec_32(&ch->pending);
-	ck_pr_inc_32(&ch->space);
-	/* space before the waiters load; pairs with amio_channel_send_wait. */
-	ck_pr_fence_store_load();
-	if (ck_pr_load_32(&ch->space_waiters)) {
-		ck_pr_inc_32(&ch->space_seq);
-		syscall(SYS_futex, &ch->space_seq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-	}
-	leave(ch);
+	memcpy(msg, s.at + SEQ_BYTES, ch->msg_size);
+	seq_release(s, h + ch->nslots); /* free for the next lap */
+	ch->head = h + 1;
+	/* Our release before the waiters load; pairs with send_wait. Senders
+	 * asleep there wake once half the capacity is free (or at the drain,
+	 * above): one wakeup per refill. Waking one per message kept the
+	 * channel full and the receiver in FUTEX_WAKE (measured: 1.6M vs
+	 * 20M messages/s with 4 senders). */
+	if (ck_pr_load_32(&ch->space_waiters) && ++ch->freed >= ch->wake_at)
+		wake_senders(ch);
 	return 0;
 }
 
@@ -335,7 +459,7 @@ void amio__channels_free_all(amio_poller *p)
 
 	for (; ch; ch = next) {
 		next = ch->next_all;
-		free(ch->buf);
+		free(ch->slots);
 		free(ch);
 	}
 	p->channels = NULL;

@@ -234,24 +234,42 @@ struct amio_registrar {
 	struct amio__entry *ovf_head, *ovf_tail;
 };
 
-/* ---- Channel ------------------------------------------------------------ */
+/* ---- Channel ------------------------------------------------------------
+ * A bounded MPSC queue of nslots fixed-size slots, each a 64-bit sequence
+ * word followed by the message. Position q (a 64-bit count of sends) lives in
+ * slot q mod nslots, whose sequence word reads q when the slot is free for
+ * it, q + 1 once q's message is published and q + nslots once the receiver
+ * took it (free for the next lap). Senders only CAS tail: a sender never
+ * waits for another one to finish its copy (ck_ring's MP commit does).
+ */
 struct amio_channel {
-	/* Messages: ck_ring MPSC of msg_size-byte slots. */
-	struct ck_ring ring;
-	void *buf;
-	uint32_t msg_size;
-	uint32_t space;   /* free slots: senders take one, the receiver gives back */
-	uint32_t pending; /* sent, not yet received (Amy's counter) */
-	uint32_t raised;  /* 1 from a send on an empty channel to an empty try_recv */
-	uint32_t queued;  /* on the poller's ready stack */
-	uint32_t closed;  /* amio_channel_free ran */
+	/* Senders' line: every send CASes tail and counts itself in senders. */
+	uint64_t tail CK_CC_CACHELINE;
 	uint32_t senders; /* sends in progress: the free waits them out */
-	uint32_t space_seq, space_waiters; /* futex for amio_channel_send_wait */
+
+	/* Read-mostly after amio_channel_new. */
+	unsigned char *slots CK_CC_CACHELINE;
+	uint64_t nslots;   /* capacity, at least 2 (the sequence needs two states) */
+	uint64_t capacity; /* exact bound; below nslots only for capacity 1 */
+	uint32_t stride;   /* bytes per slot: 8 + msg_size, rounded up to 8 */
+	uint32_t msg_size;
+	bool pow2;       /* nslots is a power of two: mask instead of divide */
+	uint32_t closed; /* amio_channel_free ran */
 	amio_poller *p;
 	uint64_t id;
-	struct amio_channel *next_ready; /* the poller's ready stack (CAS push) */
 	struct amio_channel *next_all;   /* every channel, freed with the poller */
 	struct amio_channel *next_local; /* poll thread only: popped, not yet handled */
+
+	/* Raise state: written once per empty-to-non-empty send and per drain. */
+	uint32_t raised
+	    CK_CC_CACHELINE; /* 1 from a send on an empty channel to an empty try_recv */
+	uint32_t queued;     /* on the poller's ready stack */
+	struct amio_channel *next_ready; /* the poller's ready stack (CAS push) */
+
+	/* Receiver's line. */
+	uint64_t head CK_CC_CACHELINE;     /* next position to take (receiver only) */
+	uint64_t freed, wake_at;           /* taken since senders slept; wake them at wake_at */
+	uint32_t space_seq, space_waiters; /* futex for amio_channel_send_wait */
 };
 
 /* ---- Poller ------------------------------------------------------------ */

@@ -204,6 +204,38 @@ START_TEST(channel_arguments_are_checked_and_capacity_is_exact)
 }
 END_TEST
 
+/* Positions wrap around the slots many times; at every lap the bound stays
+ * exact and the order FIFO, for a power-of-two size and two odd ones. */
+START_TEST(capacity_stays_exact_and_order_fifo_over_many_laps)
+{
+	static const size_t caps[] = {1, 3, 8};
+	size_t cap = caps[_i];
+	struct fixture f;
+	int v = 0, next_in = 0, next_out = 0;
+
+	setup(&f, cap);
+	send_int(f.ch, next_in++); /* the very first send raises too */
+	expect_one(&f, 1000);
+	ck_assert_int_eq(recv_int(f.ch), next_out++);
+	for (int lap = 0; lap < 1000; lap++) {
+		size_t fill = cap - (size_t)(lap % (int)cap); /* full, then less */
+
+		for (size_t i = 0; i < fill; i++)
+			send_int(f.ch, next_in++);
+		if (fill == cap)
+			ck_assert_int_eq(amio_channel_send(f.ch, &v), -EAGAIN);
+		for (size_t i = 0; i < fill; i++)
+			ck_assert_int_eq(recv_int(f.ch), next_out++);
+		ck_assert_int_eq(amio_channel_try_recv(f.ch, &v), -EAGAIN);
+	}
+	expect_none(&f, 0); /* every lap ended drained: its raise was withdrawn */
+	send_int(f.ch, next_in);
+	expect_one(&f, 1000);
+	ck_assert_int_eq(recv_int(f.ch), next_out);
+	teardown(&f);
+}
+END_TEST
+
 START_TEST(sends_to_a_freed_channel_fail_with_epipe)
 {
 	struct fixture f;
@@ -259,6 +291,50 @@ START_TEST(send_wait_blocks_until_the_receiver_makes_room)
 }
 END_TEST
 
+struct waiter {
+	amio_channel *ch;
+	int rc;
+	uint32_t done;
+};
+
+static void *send_wait_main(void *arg)
+{
+	struct waiter *w = arg;
+	int v = 99;
+
+	w->rc = amio_channel_send_wait(w->ch, &v, 10000);
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* One wakeup per refill, not per message: a sender blocked on a full channel
+ * is woken once half the capacity is free (as documented). */
+START_TEST(send_wait_wakes_once_half_the_capacity_is_free)
+{
+	struct fixture f;
+	struct waiter w;
+	pthread_t t;
+
+	setup(&f, 8);
+	for (int i = 0; i < 8; i++)
+		send_int(f.ch, i);
+	w = (struct waiter){.ch = f.ch};
+	ck_assert_int_eq(pthread_create(&t, NULL, send_wait_main, &w), 0);
+	usleep(50000); /* the sender is asleep: the channel is full */
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(recv_int(f.ch), i);
+	usleep(50000);
+	ck_assert_uint_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0);
+	ck_assert_int_eq(recv_int(f.ch), 3); /* the fourth: half of 8 */
+	pthread_join(t, NULL);
+	ck_assert_int_eq(w.rc, 0);
+	for (int i = 4; i < 8; i++)
+		ck_assert_int_eq(recv_int(f.ch), i);
+	ck_assert_int_eq(recv_int(f.ch), 99);
+	teardown(&f);
+}
+END_TEST
+
 START_TEST(channels_follow_inbox_routing)
 {
 	amio_poller *p = t_poller(NULL);
@@ -294,6 +370,8 @@ struct msg {
 struct sender_arg {
 	amio_channel *ch;
 	uint32_t who;
+	bool blocking; /* amio_channel_send_wait, else send and yield on -EAGAIN */
+	uint32_t count;
 	uint64_t full; /* sends refused with -EAGAIN (retried) */
 };
 
@@ -301,20 +379,27 @@ static void *sender_main(void *arg)
 {
 	struct sender_arg *a = arg;
 
-	for (uint32_t i = 0; i < PER_SENDER; i++) {
+	for (uint32_t i = 0; i < a->count; i++) {
 		struct msg m = {a->who, i};
 		int rc;
 
-		while ((rc = amio_channel_send(a->ch, &m)) == -EAGAIN) {
-			a->full++;
-			sched_yield();
-		}
+		if (a->blocking)
+			rc = amio_channel_send_wait(a->ch, &m, 5000);
+		else
+			while ((rc = amio_channel_send(a->ch, &m)) == -EAGAIN) {
+				a->full++;
+				sched_yield();
+			}
 		if (rc != 0)
 			ck_abort_msg("send: %s", amio_strerror(rc));
 	}
 	return NULL;
 }
 
+/* _i = 0: a 4096-message channel, senders retry on -EAGAIN (and the wakeup
+ * count is bounded); _i = 1: a 5-message channel (not a power of two, full
+ * most of the time), senders block in amio_channel_send_wait, so every
+ * position wraps often and the space handshake runs on most sends. */
 START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 {
 	/* Busy polling on: the case where wakeups should be rare. */
@@ -328,17 +413,21 @@ START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 	amio_registrar *r;
 	amio_channel *ch;
 	uint64_t got = 0, notes = 0, bad = 0;
+	bool blocking = _i == 1;
+	uint32_t per = blocking ? PER_SENDER / 4 : PER_SENDER;
 	int64_t t0;
 	double secs;
 
 	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
-	ck_assert_int_eq(amio_channel_new(r, 4096, sizeof(struct msg), NULL, &ch), 0);
+	ck_assert_int_eq(amio_channel_new(r, blocking ? 5 : 4096, sizeof(struct msg), NULL, &ch),
+	                 0);
 	t0 = t_now_ms();
 	for (uint32_t i = 0; i < SENDERS; i++) {
-		args[i] = (struct sender_arg){.ch = ch, .who = i};
+		args[i] =
+		    (struct sender_arg){.ch = ch, .who = i, .blocking = blocking, .count = per};
 		ck_assert_int_eq(pthread_create(&th[i], NULL, sender_main, &args[i]), 0);
 	}
-	while (got < (uint64_t)SENDERS * PER_SENDER) {
+	while (got < (uint64_t)SENDERS * per) {
 		int rc = amio_poller_wait(p, n, 8, 5000);
 		struct msg m;
 
@@ -357,15 +446,15 @@ START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 		pthread_join(th[i], NULL);
 	amio_poller_stats(p, &st);
 	fprintf(stderr,
-	        "channel stress: %llu messages in %.2f s (%.0f msg/s), %llu notifications, "
+	        "channel stress (%s): %llu messages in %.2f s (%.0f msg/s), %llu notifications, "
 	        "%llu wakeups sent (%.3f per 1,000 messages), %llu enters\n",
-	        (unsigned long long)got, secs, (double)got / secs, (unsigned long long)notes,
-	        (unsigned long long)st.wakeups_sent, 1000.0 * (double)st.wakeups_sent / (double)got,
-	        (unsigned long long)st.enters);
+	        blocking ? "5 slots, send_wait" : "4096 slots, send", (unsigned long long)got, secs,
+	        (double)got / secs, (unsigned long long)notes, (unsigned long long)st.wakeups_sent,
+	        1000.0 * (double)st.wakeups_sent / (double)got, (unsigned long long)st.enters);
 	ck_assert_uint_eq(bad, 0);
-	ck_assert_uint_eq(got, (uint64_t)SENDERS * PER_SENDER);
+	ck_assert_uint_eq(got, (uint64_t)SENDERS * per);
 	for (int i = 0; i < SENDERS; i++)
-		ck_assert_uint_eq(next[i], PER_SENDER);
+		ck_assert_uint_eq(next[i], per);
 	/* One wakeup per poller sleep at most, at any speed. */
 	ck_assert_uint_le(st.wakeups_sent, st.enters);
 	/* Far fewer wakeups than messages: only empty-to-non-empty sends raise,
@@ -373,7 +462,7 @@ START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 	 * wakeup per drain, 450 per 1,000 messages here on 2 vCPUs).
 	 * An efficiency bound, checked at full scale (debug, ASan); the scaled
 	 * TSan run is 10-50x slower and checks interleavings, not speed. */
-	if (PER_SENDER >= 1000000)
+	if (PER_SENDER >= 1000000 && !blocking)
 		ck_assert_uint_lt(st.wakeups_sent, got / 10);
 	amio_channel_free(ch);
 	amio_registrar_free(r);
@@ -402,14 +491,16 @@ int main(void)
 	tc = tcase_create("beyond_amy");
 	tcase_set_timeout(tc, 20);
 	tcase_add_test(tc, channel_arguments_are_checked_and_capacity_is_exact);
+	tcase_add_loop_test(tc, capacity_stays_exact_and_order_fifo_over_many_laps, 0, 3);
 	tcase_add_test(tc, sends_to_a_freed_channel_fail_with_epipe);
 	tcase_add_test(tc, send_wait_blocks_until_the_receiver_makes_room);
+	tcase_add_test(tc, send_wait_wakes_once_half_the_capacity_is_free);
 	tcase_add_test(tc, channels_follow_inbox_routing);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("stress");
 	tcase_set_timeout(tc, 600);
-	tcase_add_test(tc, four_senders_a_million_messages_each_arrive_once_in_order);
+	tcase_add_loop_test(tc, four_senders_a_million_messages_each_arrive_once_in_order, 0, 2);
 	suite_add_tcase(s, tc);
 	return t_run(s);
 }
