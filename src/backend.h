@@ -21,6 +21,7 @@ struct amio__backend {
 	bool ringless_msg;         /* IORING_REGISTER_SEND_MSG_RING works (6.13+) */
 	bool defer_taskrun;        /* ring set up SINGLE_ISSUER | DEFER_TASKRUN */
 	bool multishot_timeout;    /* IORING_TIMEOUT_MULTISHOT works (6.4+) */
+	bool taskrun_stale;        /* IORING_SQ_TASKRUN survived an enter that found no work */
 	int ring_fd;               /* copy readable by any thread (wakeup target) */
 	pthread_mutex_t stop_lock; /* stop from a thread with no ring, old kernels */
 	struct io_uring stop_ring;

@@ -46,5 +46,5 @@ int amio__fault(enum amio__fault_site site)
 	if (ck_pr_load_64(&s->calls) % every != 0)
 		return 0;
 	ck_pr_store_64(&s->hits, hits + 1);
-	return site == AMIO__FAULT_SQE ? -EBUSY : -ck_pr_load_int(&s->err);
+	return site == AMIO__FAULT_ENTER ? -ck_pr_load_int(&s->err) : -EBUSY;
 }

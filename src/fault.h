@@ -1,7 +1,8 @@
 /*
  * Fault injection (tests only): with -DAMIO_FAULT_INJECTION=ON the poller's
  * io_uring calls can be told to fail on demand, so the tests can prove that
- * a full SQ or a failing io_uring_enter loses no command and no notification.
+ * a full SQ or a failing io_uring_enter loses no command and no notification,
+ * and that a stuck IORING_SQ_TASKRUN flag costs no storm of enters.
  * Without the option every hook is a constant 0 and compiles away.
  */
 #ifndef AMIO_FAULT_H
@@ -12,6 +13,9 @@
 enum amio__fault_site {
 	AMIO__FAULT_SQE,   /* io_uring_get_sqe returns NULL: the SQ is full */
 	AMIO__FAULT_ENTER, /* io_uring_enter (every submit and wait) fails with err */
+	/* IORING_SQ_TASKRUN reads as set: the kernel can leave it set over an
+	 * empty work list (a queueing racing with a run) until more work comes */
+	AMIO__FAULT_TASKRUN,
 	AMIO__FAULT_SITES
 };
 
@@ -27,7 +31,8 @@ enum amio__fault_site {
 AMIO_API void amio__fault_set(enum amio__fault_site site, int err, uint32_t every);
 /* Faults injected at site since it was last set. Thread: any. */
 AMIO_API uint64_t amio__fault_count(enum amio__fault_site site);
-/* Poll thread: 0, or the -errno this call must fail with (SQE: -EBUSY). */
+/* Poll thread: 0, or the -errno this call must fail with (SQE, TASKRUN:
+ * -EBUSY, meaning "fault"). */
 int amio__fault(enum amio__fault_site site);
 #else
 static inline int amio__fault(enum amio__fault_site site)

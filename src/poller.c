@@ -756,6 +756,10 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 			reap(p);
 			if (filter_out(p) || timeout_ms == 0)
 				return (int)p->out_n;
+			/* Nothing came of it: keep the deadline even if the
+			 * kernel keeps us here (task work that posts nothing). */
+			if (timeout_ms > 0 && amio__now_ns() >= deadline)
+				timeout_ms = 0;
 			continue;
 		}
 		if (timeout_ms > 0) {

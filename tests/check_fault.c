@@ -453,6 +453,44 @@ START_TEST(inbox_doorbells_survive_a_full_sq)
 }
 END_TEST
 
+/* A stuck IORING_SQ_TASKRUN (the kernel leaves it set over an empty work
+ * list when a queueing races with a run, until more work comes): the poll
+ * loop may enter once for it, then must sleep, not enter again and again
+ * (it did: 6 enters per completion with 1,000 busy sockets, and a wait
+ * with a timeout never returned while the flag stayed set). Work that
+ * comes meanwhile is still reported: the sleeping enter runs it. */
+START_TEST(a_stuck_taskrun_flag_costs_no_storm_of_enters)
+{
+	amio_poller *p = t_poller(NULL);
+	struct amio_poller_stats st0, st1;
+	amio_notification n[4];
+	amio_registrar *r;
+	int fds[2];
+	int64_t id;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	t_tcp_pair(fds);
+	id = amio_register(r, fds[1], AMIO_READ, NULL);
+	ck_assert_int_gt(id, 0);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 0);
+	amio__fault_set(AMIO__FAULT_TASKRUN, 0, 1);
+	amio_poller_stats(p, &st0);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 200), 0);
+	amio_poller_stats(p, &st1);
+	ck_assert_uint_le(st1.enters - st0.enters, 10);
+	ck_assert_int_eq(write(fds[0], "x", 1), 1);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 5000), 1);
+	ck_assert_uint_eq(n[0].id, (uint64_t)id);
+	ck_assert_uint_gt(amio__fault_count(AMIO__FAULT_TASKRUN), 0);
+	amio__fault_set(AMIO__FAULT_TASKRUN, 0, 0);
+	amio_deregister(r, (uint64_t)id);
+	close(fds[0]);
+	close(fds[1]);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
 	Suite *s = suite_create("fault");
@@ -470,6 +508,10 @@ int main(int argc, char **argv)
 	tc = tcase_create("inbox");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, inbox_doorbells_survive_a_full_sq);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("taskrun");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, a_stuck_taskrun_flag_costs_no_storm_of_enters);
 	suite_add_tcase(s, tc);
 	return t_run(s);
 }
