@@ -77,12 +77,18 @@ struct amio_poller_config {
 	uint32_t inbox_entries;     /* per-inbox-registrar notification queue, holds N-1 (4096) */
 	uint32_t max_registrations; /* live ids at once, <= 2^24 - 1 (2^20 - 1) */
 	uint32_t flags;             /* AMIO_POLLER_* below, for tests and old kernels */
-	/* Before sleeping, the poll thread watches its queues this long (us),
-	 * so work arriving right after it went idle costs no wakeup syscall on
-	 * either side (busy polling). 0 = default: no spin, sleep at once. Only
-	 * worth it with a core to spare: the spin burns CPU a thread sharing
-	 * the poll thread's core would have used (measured: bench/results).
-	 * At most 1,000,000. */
+	/* Before sleeping, the poll thread may watch its queues a while, so
+	 * work arriving right after it went idle costs no wakeup syscall on
+	 * either side (busy polling).
+	 * 0 = default: an adaptive spin of 2 to 16 us that keeps its window
+	 * while work comes within it, halves it when none does (down to no
+	 * spin, retried every 16th sleep) and does not spin while a channel
+	 * receiver drains more than one message at a time (a stream: sleeping
+	 * batches it). Request/response across threads then costs no wakeup,
+	 * idle and streaming pollers nearly nothing (measured: bench/results).
+	 * N > 0: always spin N us (at most 1,000,000): only worth it with a
+	 * core to spare, the spin burns CPU a thread sharing the poll
+	 * thread's core would have used. AMIO_POLLER_NO_SPIN: never spin. */
 	uint32_t spin_us;
 };
 

@@ -337,6 +337,17 @@ static void wake_senders(amio_channel *ch)
 	futex_wake_all(&ch->space_seq);
 }
 
+/* Tell the poll thread whether this drain found a stream (see
+ * AMIO__SPIN_STREAMING); stored only when it changes: the word is shared. */
+static void hint_streaming(amio_channel *ch)
+{
+	uint32_t *hint = &ch->p->spin_hint, want = ch->drained > 1 ? AMIO__SPIN_STREAMING : 0;
+
+	ch->drained = 0;
+	if (ck_pr_load_32(hint) != want)
+		ck_pr_store_32(hint, want);
+}
+
 /*
  * The receiver touches only the channel (which only it frees) and never the
  * poller's ring, so it needs no enter/leave: no locked operation on a line
@@ -367,12 +378,14 @@ int amio_channel_try_recv(amio_channel *ch, void *msg)
 			 * last release before this load). */
 			if (ck_pr_load_32(&ch->space_waiters))
 				wake_senders(ch);
+			hint_streaming(ch);
 			return -EAGAIN;
 		}
 	}
 	memcpy(msg, s.at + SEQ_BYTES, ch->msg_size);
 	seq_release(s, h + ch->nslots); /* free for the next lap */
 	ch->head = h + 1;
+	ch->drained++;
 	/* Our release before the waiters load; pairs with send_wait. Senders
 	 * asleep there wake once half the capacity is free (or at the drain,
 	 * above): one wakeup per refill. Waking one per message kept the

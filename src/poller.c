@@ -617,27 +617,34 @@ static bool work_queued(amio_poller *p)
 	return false;
 }
 
-/* Watch the queues (and completions the kernel holds for us) for up to
- * spin_ns before sleeping: a command, channel send or completion that comes
- * within it costs no MSG_RING and no sleeping enter. Returns true if work
- * came. The clock is read every 64 looks only. */
+/* Watch the queues (and completions the kernel holds for us) for up to the
+ * spin window before sleeping: a command, channel send or completion that
+ * comes within it costs no MSG_RING and no sleeping enter. Returns true if
+ * work came. The clock is read every 16 looks only. */
 static bool spin_for_work(amio_poller *p, int64_t left_ns)
 {
-	int64_t budget = p->spin_ns, end;
+	int64_t window, budget, start;
 
 	/* Prepared SQEs (polls, inbox doorbells) must reach the kernel now:
 	 * the sleeping enter submits them. */
-	if (budget <= 0 || io_uring_sq_ready(&p->be.ring))
+	if (io_uring_sq_ready(&p->be.ring))
 		return false;
-	if (left_ns >= 0 && left_ns < budget)
-		budget = left_ns;
-	end = amio__now_ns() + budget;
+	window = amio__spin_window(p);
+	if (window <= 0)
+		return false;
+	budget = left_ns >= 0 && left_ns < window ? left_ns : window;
+	start = amio__now_ns();
 	for (unsigned i = 1;; i++) {
-		if (work_queued(p) || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p))
+		if (work_queued(p) || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p)) {
+			amio__spin_caught(p, window, amio__now_ns() - start);
 			return true;
+		}
 		ck_pr_stall();
-		if (i % 64 == 0 && amio__now_ns() >= end)
+		if (i % 16 == 0 && amio__now_ns() - start >= budget) {
+			if (budget == window) /* a timeout cut short is no lesson */
+				amio__spin_caught(p, window, -1);
 			return false;
+		}
 	}
 }
 
