@@ -3,7 +3,8 @@
 #   sh bench/run.sh [build_dir]        (default build/release)
 #   QUICK=1 sh bench/run.sh ...        short windows (what `make bench` runs)
 #   env: REPS, WARM, SECS (seconds), PORT, SRV_CPU, CLI_CPU, RESULTS_DIR,
-#   BENCH_AMIO_SPIN_US=us (amio servers' idle spin, spin_us; off by default)
+#   BENCH_AMIO_SPIN_US=us (amio servers' idle spin, spin_us; default adaptive),
+#   BENCH_SERVERS="name:binary ..." (a subset, e.g. "amio-amy:srv_amio_amy epoll-amy:srv_epoll_amy")
 # Each server must first pass an integrity run (1 B..64 KiB messages written
 # in random split pieces, 256 in flight per connection, reads paused now and
 # then so the server's writes come back partial (EAGAIN), every byte checked)
@@ -37,9 +38,9 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 # name:binary, in table order.
-ALL="amio-amy:srv_amio_amy amio-inbox:srv_amio_inbox amio-single:srv_amio_single
+ALL=${BENCH_SERVERS:-"amio-amy:srv_amio_amy amio-inbox:srv_amio_inbox amio-single:srv_amio_single
 uring-poll:srv_uring_poll uring-completion:srv_uring_completion epoll:srv_epoll
-epoll-amy:srv_epoll_amy libuv:srv_libuv libevent:srv_libevent libev:srv_libev"
+epoll-amy:srv_epoll_amy libuv:srv_libuv libevent:srv_libevent libev:srv_libev"}
 # row name:conns:bytes:depth
 ROWS="latency:1:64:1 throughput:64:64:1 saturation:64:64:16 many-conns:1000:1024:1"
 

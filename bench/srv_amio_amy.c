@@ -101,6 +101,7 @@ int main(int argc, char **argv)
 	amio_channel_free(ch);
 	amio_registrar_free(inbox_r);
 	amio_registrar_free(sockets_r);
+	apoller_report(poller, "srv_amio_amy");
 	amio_poller_free(poller);
 	return 0;
 }

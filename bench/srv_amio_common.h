@@ -66,17 +66,38 @@ static inline void apool_event(struct apool *pool, amio_registrar *r, const amio
 	pool->free_list = c;
 }
 
-/* A poller with the default config, or with the idle spin the environment
- * asks for: BENCH_AMIO_SPIN_US=us (spin_us; off by default). */
+/* A poller with the default config, or what the environment asks for, to
+ * measure a setting: BENCH_AMIO_SPIN_US=us (spin_us; default adaptive),
+ * BENCH_AMIO_FLAGS=n (AMIO_POLLER_* flags, e.g. 8 = AMIO_POLLER_NO_SPIN). */
 static inline int apoller_new(amio_poller **out)
 {
 	struct amio_poller_config cfg;
-	const char *v = getenv("BENCH_AMIO_SPIN_US");
+	const char *v = getenv("BENCH_AMIO_SPIN_US"), *f = getenv("BENCH_AMIO_FLAGS");
 
 	memset(&cfg, 0, sizeof(cfg));
 	if (v)
 		cfg.spin_us = (uint32_t)strtoul(v, NULL, 10);
+	if (f)
+		cfg.flags = (uint32_t)strtoul(f, NULL, 0);
 	return amio_poller_new(out, &cfg);
+}
+
+/* With BENCH_AMIO_STATS=1, print the poller's counters to stderr (at exit:
+ * where a server's syscalls go). */
+static inline void apoller_report(amio_poller *p, const char *who)
+{
+	struct amio_poller_stats st;
+
+	if (!getenv("BENCH_AMIO_STATS"))
+		return;
+	amio_poller_stats(p, &st);
+	fprintf(stderr,
+	        "%s: enters=%llu sqes=%llu cqes=%llu notifications=%llu wakeups_sent=%llu "
+	        "wakeups_received=%llu commands=%llu rearms=%llu\n",
+	        who, (unsigned long long)st.enters, (unsigned long long)st.sqes,
+	        (unsigned long long)st.cqes, (unsigned long long)st.notifications,
+	        (unsigned long long)st.wakeups_sent, (unsigned long long)st.wakeups_received,
+	        (unsigned long long)st.commands, (unsigned long long)st.rearms);
 }
 
 /* Blocks SIGINT/SIGTERM in this thread and the threads it creates. */

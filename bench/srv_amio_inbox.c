@@ -69,6 +69,7 @@ int main(int argc, char **argv)
 	pthread_join(wt, NULL);
 	amio_poller_stop(poller);
 	pthread_join(pt, NULL);
+	apoller_report(poller, "srv_amio_inbox");
 	amio_poller_free(poller);
 	return 0;
 }

@@ -54,6 +54,7 @@ int main(int argc, char **argv)
 	atomic_store(&srv_stop, 1);
 	amio_poller_stop(poller);
 	pthread_join(t, NULL);
+	apoller_report(poller, "srv_amio_single");
 	amio_poller_free(poller);
 	return 0;
 }
