@@ -80,10 +80,11 @@ struct amio_poller_config {
 	/* Before sleeping, the poll thread may watch its queues a while, so
 	 * work arriving right after it went idle costs no wakeup syscall on
 	 * either side (busy polling).
-	 * 0 = default: an adaptive spin of 2 to 16 us that keeps its window
-	 * while work comes within it, halves it when none does (down to no
-	 * spin, retried every 16th sleep) and does not spin while a channel
-	 * receiver drains more than one message at a time (a stream: sleeping
+	 * 0 = default: an adaptive spin of 2 to 5 us: a spin that catches
+	 * work sets the window to twice the time it took, one that misses
+	 * halves it (down to none, probed again after 1, 2, 4 ... 64 sleeps),
+	 * and none is tried while work streams (more than one completion per
+	 * wakeup, or a channel drain of more than one message: sleeping
 	 * batches it). Request/response across threads then costs no wakeup,
 	 * idle and streaming pollers nearly nothing (measured: bench/results).
 	 * N > 0: always spin N us (at most 1,000,000): only worth it with a

@@ -7,14 +7,16 @@
  * from running).
  *
  * So the window is learnt from what spinning caught:
- * - a spin that catches work sets the window to 4x the time it took
- *   (between AMIO__SPIN_MIN_NS and AMIO__SPIN_MAX_NS): jitter stays caught,
- *   and the next miss costs little;
+ * - a spin that catches work sets the window to 2x the time it took
+ *   (between AMIO__SPIN_MIN_NS and AMIO__SPIN_MAX_NS, 2 and 5 us): jitter
+ *   stays caught, and a miss costs little. Longer windows lose CPU even
+ *   when they catch: a sleep and its wakeup cost this poll thread only a
+ *   few us of CPU, and sleeping lets work batch up;
  * - a spin that catches nothing halves the window, down to none;
  * - with none, sleeps skip spinning, then one probes with the largest
  *   window; failed probes in a row double the skip (1, 2, 4 ... up to
  *   AMIO__SPIN_BACKOFF sleeps), so an idle poller or one whose feeder
- *   shares its CPU spends under 0.3 us per sleep on probes. (Learning from
+ *   shares its CPU spends under 0.1 us per sleep on probes. (Learning from
  *   how long sleeps last does not work: the wakeup itself takes about
  *   20 us on a VM, longer than any useful window.)
  * - work that streams turns spinning off: more than one completion reaped
