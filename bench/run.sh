@@ -184,7 +184,7 @@ mkdir -p "$OUT_DIR"
 	if [ -n "${BENCH_AMIO_SPIN_US:-}" ]; then
 		echo "amio servers: spin_us = $BENCH_AMIO_SPIN_US (the poll thread watches its queues that long before sleeping)."
 	else
-		echo "amio servers: default poller config (no idle spin; BENCH_AMIO_SPIN_US=us turns it on)."
+		echo "amio servers: default poller config (adaptive idle spin; BENCH_AMIO_SPIN_US=us fixes it, BENCH_AMIO_FLAGS=8 turns it off)."
 	fi
 	echo "CPU us/req: server utime+stime (all threads) over the whole client run / requests completed."
 	if [ "$PERF" = perf ]; then

@@ -260,7 +260,8 @@ static void amio_teardown(struct bench *b)
  * mutex-protected ring whose send() blocks on a condition variable while
  * full: that is what we build. (ck_ring's MPSC enqueue spins in ticket order
  * without yielding; with 4 senders on one CPU a preempted sender stalls the
- * others for a time slice, which would measure ck's convoy, not Amy.)
+ * others for a time slice, which would measure ck's convoy, not Amy; amio's
+ * channel stopped using it for that reason.)
  */
 
 static void amy_trigger(struct amy_chan *q)
