@@ -4,7 +4,9 @@
 #   QUICK=1 sh bench/run.sh ...        short windows (what `make bench` runs)
 #   env: REPS, WARM, SECS (seconds), PORT, SRV_CPU, CLI_CPU, RESULTS_DIR,
 #   BENCH_AMIO_SPIN_US=us (amio servers' idle spin, spin_us; default adaptive),
-#   BENCH_SERVERS="name:binary ..." (a subset, e.g. "amio-amy:srv_amio_amy epoll-amy:srv_epoll_amy")
+#   BENCH_SERVERS="name:binary ..." (a subset, e.g. "amio-amy:srv_amio_amy epoll-amy:srv_epoll_amy"),
+#   BENCH_POLL_SCHED_BATCH=1 (two-thread servers' poll thread in SCHED_BATCH),
+#   BENCH_TAG=name (results file echo-DATE-name.md)
 # Each server must first pass an integrity run (1 B..64 KiB messages written
 # in random split pieces, 256 in flight per connection, reads paused now and
 # then so the server's writes come back partial (EAGAIN), every byte checked)
@@ -20,7 +22,9 @@ BUILD=${1:-build/release}
 BIN=$BUILD/bench
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT_DIR=${RESULTS_DIR:-$HERE/results}
-OUT=$OUT_DIR/echo-$(date +%F).md
+# BENCH_TAG=name: results go to echo-DATE-name.md (a variant run beside the main one).
+STEM=echo-$(date +%F)${BENCH_TAG:+-$BENCH_TAG}
+OUT=$OUT_DIR/$STEM.md
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
 	REPS=${REPS:-3}
@@ -186,6 +190,9 @@ mkdir -p "$OUT_DIR"
 	else
 		echo "amio servers: default poller config (adaptive idle spin; BENCH_AMIO_SPIN_US=us fixes it, BENCH_AMIO_FLAGS=8 turns it off)."
 	fi
+	if [ "${BENCH_POLL_SCHED_BATCH:-0}" = 1 ]; then
+		echo "Two-thread servers (amio-amy, amio-inbox, epoll-amy): poll thread in SCHED_BATCH (BENCH_POLL_SCHED_BATCH=1), so its wakeups do not preempt the worker on the shared CPU."
+	fi
 	echo "CPU us/req: server utime+stime (all threads) over the whole client run / requests completed."
 	if [ "$PERF" = perf ]; then
 		echo "Syscalls/req: perf stat -e raw_syscalls:sys_enter on the server process, in one extra untimed pass (the tracepoint slows every syscall)."
@@ -245,6 +252,6 @@ mkdir -p "$OUT_DIR"
 		}
 	}' "$TMP/sys" "$TMP/raw"
 } >"$OUT"
-cp "$TMP/raw" "$OUT_DIR/echo-$(date +%F).tsv"
+cp "$TMP/raw" "$OUT_DIR/$STEM.tsv"
 cat "$OUT"
 echo "run.sh: wrote $OUT"

@@ -59,6 +59,7 @@ static void *poll_main(void *arg)
 	int rc, err;
 
 	(void)arg;
+	srv_poll_thread_policy();
 	while (!atomic_load(&srv_stop)) {
 		rc = amio_poller_wait(poller, b.n_, BATCH, -1);
 		if (rc < 0)

@@ -45,6 +45,7 @@ static void *poll_main(void *arg)
 	int rc;
 
 	(void)arg;
+	srv_poll_thread_policy();
 	while ((rc = amio_poller_run(poller)) == 1)
 		amio_poller_wait(poller, n, 16, 0); /* no Amy-mode ids: drain anyway */
 	if (rc < 0)

@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -35,6 +37,19 @@ static inline void srv_on_signal(int sig)
 {
 	(void)sig;
 	atomic_store(&srv_stop, 1);
+}
+
+/* The two-thread servers call this at the top of their poll thread. With
+ * BENCH_POLL_SCHED_BATCH=1 the poll thread runs SCHED_BATCH: its wakeups no
+ * longer preempt the worker sharing its CPU (an experiment, off in the
+ * results tables: same for amio-amy, amio-inbox and epoll-amy). */
+static inline void srv_poll_thread_policy(void)
+{
+	struct sched_param sp = {0};
+	const char *v = getenv("BENCH_POLL_SCHED_BATCH");
+
+	if (v && *v == '1' && pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0)
+		fprintf(stderr, "SCHED_BATCH refused\n");
 }
 
 static inline void srv_die(const char *name, const char *what, int err)

@@ -40,6 +40,7 @@ static void *poll_main(void *arg)
 	struct epoll_event evs[64];
 
 	(void)arg;
+	srv_poll_thread_policy();
 	while (!atomic_load(&srv_stop)) {
 		int n = epoll_wait(ep, evs, 64, -1);
 
