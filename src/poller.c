@@ -288,6 +288,11 @@ void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_
 		return;
 	}
 	AMIO__STAT_ADD(p, notifications, 1);
+	/* The inbox is an SPSC ck_ring plus a doorbell MSG_RING only for a
+	 * sleeping worker, not one MSG_RING CQE per notification (DESIGN asks
+	 * which): bench/inbox_transport_bench measured the ring 6-16x faster
+	 * in notifications/s at 8-16x less CPU, equal in one-at-a-time latency
+	 * (bench/results/inbox-transport-2026-11-24.md). */
 	if (!r->ovf_head && ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n)) {
 		touch(p, r);
 		return;
