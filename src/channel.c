@@ -299,7 +299,7 @@ static bool full_now(amio_channel *ch)
 
 int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 {
-	int64_t deadline = amio__now_ns() + (int64_t)timeout_ms * 1000000;
+	int64_t deadline = -1; /* set at the first refusal: no clock read if there is room */
 
 	if (timeout_ms < -1)
 		return -EINVAL;
@@ -307,13 +307,17 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 		uint32_t seq = ck_pr_load_32(&ch->space_seq);
 		struct timespec ts, *tsp = NULL;
 		int rc = amio_channel_send(ch, msg);
-		int64_t left = deadline - amio__now_ns();
 
 		if (rc != -EAGAIN)
 			return rc;
-		if (timeout_ms >= 0 && left <= 0)
-			return -ETIMEDOUT;
 		if (timeout_ms >= 0) {
+			int64_t now = amio__now_ns(), left;
+
+			if (deadline < 0)
+				deadline = now + (int64_t)timeout_ms * 1000000;
+			left = deadline - now;
+			if (left <= 0)
+				return -ETIMEDOUT;
 			ts.tv_sec = left / 1000000000;
 			ts.tv_nsec = left % 1000000000;
 			tsp = &ts;
