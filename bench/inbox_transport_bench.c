@@ -35,19 +35,12 @@
 #define _GNU_SOURCE
 #include <ck_pr.h>
 #include <ck_ring.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <liburing.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <time.h>
-#include <unistd.h>
+
+#define BENCH_NAME "inbox_transport_bench"
+#include "bench_util.h"
 
 #define NCONN     1024 /* registrations the ids map onto (power of two) */
 #define MAX_BURST 256  /* the producer's SQ size */
@@ -105,36 +98,12 @@ static struct bench bench;
 
 /* ---- Helpers ------------------------------------------------------------ */
 
-static void die(const char *what, int err)
-{
-	fprintf(stderr, "inbox_transport_bench: %s: %s\n", what,
-	        err ? strerror(err < 0 ? -err : err) : "failed");
-	exit(1);
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int64_t thread_cpu_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t process_cpu_ns(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru); /* both threads */
-	return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000 +
-	       ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
 }
 
 /* Wait for room or an ack. On its own CPU the producer spins (a yield would be a
@@ -400,7 +369,7 @@ static void *worker_main(void *arg)
 	else
 		work_msgring(b);
 	b->t_end_ns = now_ns();
-	b->cpu_end_ns = process_cpu_ns();
+	b->cpu_end_ns = cpu_ns();
 	b->work_cpu_ns = thread_cpu_ns() - cpu0;
 	return NULL;
 }
@@ -556,7 +525,7 @@ int main(int argc, char **argv)
 	pthread_attr_destroy(&attr);
 	pthread_barrier_wait(&b->start); /* the worker's ring fd is set */
 	t0 = now_ns();
-	cpu0 = process_cpu_ns();
+	cpu0 = cpu_ns();
 	produce(b);
 	pthread_join(worker, NULL);
 	report(b, t0, cpu0);
