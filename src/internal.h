@@ -77,9 +77,22 @@ static inline void amio__word_store(uint64_t *w, uint64_t v)
 #endif
 }
 
-/* The in_call handshake (a registrar or channel sender leaving a call, the
+/* The in_call handshake (a registrar entering and leaving a call, the
  * freeing thread waiting for it): release/acquire TSan can see, since it
- * does not model ck_pr's fences. Plain moves on x86 either way. */
+ * does not model ck_pr's fences. Plain moves on x86 either way, and enter
+ * adds the store-load fence its Dekker pair with the shutdown flag needs. */
+static inline void amio__in_call_enter(uint32_t *w)
+{
+	/* in_call before the loads that follow (the shutdown flag); pairs with
+	 * amio_poller_free's store and fence. */
+#if defined(__SANITIZE_THREAD__)
+	(void)__atomic_exchange_n(w, 1, __ATOMIC_SEQ_CST); /* an RMW: TSan has no fences */
+#else
+	ck_pr_store_32(w, 1);
+	ck_pr_fence_store_load();
+#endif
+}
+
 static inline void amio__in_call_leave(uint32_t *w)
 {
 #if defined(__SANITIZE_THREAD__)

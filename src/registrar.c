@@ -86,11 +86,9 @@ int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out)
  * leave(), so amio_poller_free() can wait for them before tearing down. */
 static int enter(amio_registrar *r)
 {
-	ck_pr_store_32(&r->in_call, 1);
-	/* in_call before the shutdown load; pairs with amio_poller_free(). */
-	ck_pr_fence_store_load();
+	amio__in_call_enter(&r->in_call);
 	if (ck_pr_load_32(&r->p->shutdown)) {
-		ck_pr_store_32(&r->in_call, 0);
+		amio__in_call_leave(&r->in_call);
 		return -ESHUTDOWN;
 	}
 	return 0;
