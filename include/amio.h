@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "amio/version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,8 +49,12 @@ enum {
 	 * An occasional extra notification is possible (after a transparent
 	 * re-arm), never a missed edge. */
 	AMIO_EDGE = 0,
-	/* Level-triggered: reported by every amio_poller_wait() call while the
-	 * condition holds (emulated: a one-shot poll re-armed on the next wait). */
+	/* Level-triggered: reported again while the condition holds, once per
+	 * wait of the consumer: by every amio_poller_wait() call (Amy mode),
+	 * or at most once per amio_registrar_wait() call of the inbox's owner,
+	 * re-armed when it waits again after taking the last report (inbox
+	 * mode). Emulated: a one-shot poll re-armed then, which reports at
+	 * once if still ready (multishot with IORING_POLL_ADD_LEVEL is -EINVAL). */
 	AMIO_LEVEL = 1u << 8,
 	/* One notification, then disarmed until amio_reregister(). */
 	AMIO_ONESHOT = 1u << 9,
@@ -69,12 +74,23 @@ typedef struct amio_poller amio_poller;       /* one per poll thread */
 typedef struct amio_registrar amio_registrar; /* one per submitting thread */
 typedef struct amio_channel amio_channel;     /* many senders, one receiver */
 
+/* Limits of struct amio_poller_config (above them amio_poller_new returns
+ * -EINVAL): the kernel's IORING_MAX_ENTRIES (32768 SQEs) and
+ * IORING_MAX_CQ_ENTRIES (65536 CQEs), with amio's CQ of at least 4x the SQ. */
+#define AMIO_MAX_SQ_ENTRIES    16384u
+#define AMIO_MAX_CQ_ENTRIES    65536u
+#define AMIO_MAX_QUEUE_ENTRIES (1u << 22) /* queue_entries and inbox_entries */
+
 /* Poller configuration; zero fields take the defaults shown. */
 struct amio_poller_config {
-	uint32_t sq_entries;        /* SQ ring size (256); rounded up to a power of two */
-	uint32_t cq_entries;        /* CQ ring size (16 x sq_entries, at least 4 x) */
-	uint32_t queue_entries;     /* per-registrar command queue, holds N-1 (4096) */
-	uint32_t inbox_entries;     /* per-inbox-registrar notification queue, holds N-1 (4096) */
+	uint32_t sq_entries;        /* SQ ring size (256), <= AMIO_MAX_SQ_ENTRIES; rounded up
+	                               to a power of two (at least 2) */
+	uint32_t cq_entries;        /* CQ ring size (16 x sq_entries, at most
+	                               AMIO_MAX_CQ_ENTRIES), raised to at least 4 x sq_entries */
+	uint32_t queue_entries;     /* per-registrar command queue, holds N-1 (4096), rounded
+	                               up to a power of two, <= AMIO_MAX_QUEUE_ENTRIES */
+	uint32_t inbox_entries;     /* per-inbox-registrar notification queue, holds N-1
+	                               (4096), same rules as queue_entries */
 	uint32_t max_registrations; /* live ids at once, <= 2^24 - 1 (2^20 - 1) */
 	uint32_t flags;             /* AMIO_POLLER_* below, for tests and old kernels */
 	/* Before sleeping, the poll thread may watch its queues a while, so
@@ -131,7 +147,9 @@ struct amio_poller_stats {
  * (SINGLE_ISSUER rings accept submissions from one thread only).
  * cfg: borrowed, NULL for defaults. *out: owned by the caller, freed with
  * amio_poller_free().
- * Returns: 0. Errors: -EINVAL (bad cfg), -ENOMEM, -ENOSYS/-EPERM (no
+ * Returns: 0. Errors: -EINVAL (bad cfg: unknown flags, a size above its
+ * AMIO_MAX_* limit, max_registrations above 2^24 - 1, spin_us above
+ * 1,000,000), -ENOMEM, -ENOSYS/-EPERM (no
  * io_uring: the kernel lacks it or a seccomp/sysctl forbids it), any -errno
  * of io_uring_setup.
  * Thread: any thread.
@@ -149,10 +167,19 @@ AMIO_API void amio_poller_free(amio_poller *p);
 
 /*
  * Apply queued commands, submit, and wait for notifications.
- * out: borrowed, room for cap notifications. timeout_ms: 0 = do not block,
- * -1 = no limit. Internal wakeups (commands arriving) never return early with
- * nothing; EINTR is retried. Notifications of inbox registrars are delivered
- * to their inboxes, not returned. amio_poller_stop() makes it return at once.
+ * out: borrowed, room for cap notifications; never more than cap are
+ * written: notifications that do not fit are returned by the next calls,
+ * in order, none dropped. One notification per id per call (events or-ed).
+ * timeout_ms: 0 = do not block, -1 = no limit. Internal wakeups (commands
+ * arriving) never return early with nothing; EINTR is retried.
+ * Notifications of inbox registrars are delivered to their inboxes (their
+ * doorbells rung before this returns), not returned. amio_poller_stop()
+ * makes it return at once.
+ * Stale entries: a later entry of the same batch may name an id the caller
+ * deregistered (or a timer it cancelled) while handling an earlier one: the
+ * filter runs when the batch is made, not while the caller walks it. Keep a
+ * per-connection "closed" mark (or look the id up) before acting on an
+ * entry; free per-connection memory only after the batch is walked.
  * Returns: the number of notifications (0 on timeout or stop). Errors:
  * -EINVAL (cap 0 or bad timeout), -EEXIST (called from a second thread),
  * -ESHUTDOWN, any -errno of io_uring_enter.
@@ -174,7 +201,9 @@ AMIO_API int amio_poller_run(amio_poller *p);
  * Make the current (or next) amio_poller_wait/run return. Wakes a sleeping
  * poll thread with one MSG_RING; coalesces with other pending stops.
  * Commands queued just before may still be unapplied when it returns: the
- * next wait applies them (amio_poller_free cancels them).
+ * next wait applies them (amio_poller_free cancels them). Notifications
+ * the poll thread delivered to inboxes before stopping are there, their
+ * waiters woken, when its wait/run returns.
  * Returns: 0. Errors: -ESHUTDOWN, -errno of the wakeup.
  * Thread: any thread.
  */
@@ -211,8 +240,11 @@ AMIO_API void amio_registrar_free(amio_registrar *r);
  * AMIO_LEVEL or AMIO_ONESHOT). Readiness present now is reported at once.
  * data: retained; returned untouched in every notification.
  * The fd stays owned by the caller; call amio_deregister() before close().
- * Failures found on the poll thread (a closed fd: -EBADF) arrive as one
- * notification {id, AMIO_ERROR, error}.
+ * Failures found on the poll thread arrive as one notification {id,
+ * AMIO_ERROR, error}, after which the registration reports nothing until
+ * amio_reregister: -EBADF (a closed fd), -EPERM (an fd the kernel cannot
+ * poll: a regular file or directory, as epoll_ctl refuses it), -EBUSY (no
+ * SQE could be had).
  * Returns: the id (> 0), valid until amio_deregister. Errors: -EBADF (fd < 0),
  * -EINVAL (no READ/WRITE, unknown bits, LEVEL with ONESHOT), -EAGAIN (the
  * command queue is full: let the poller run, retry), -ENOSPC
@@ -244,12 +276,21 @@ AMIO_API int amio_deregister(amio_registrar *r, uint64_t id);
 /*
  * Inbox mode: wait for notifications of ids registered through r.
  * out: borrowed, room for cap. timeout_ms: 0 = do not block, -1 = no limit.
+ * Each call tells the poll thread that the notifications taken by earlier
+ * calls were seen: AMIO_LEVEL registrations reported then are re-armed (and
+ * reported again by this call if still ready). The same stale-entry rule as
+ * amio_poller_wait holds for the batch in out[].
  * Returns: the number of notifications (0 on timeout). Errors: -EINVAL (not
  * an AMIO_INBOX registrar, cap 0), -ESHUTDOWN.
  * Thread: the registrar's thread.
  */
 AMIO_API int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap,
                                  int timeout_ms);
+
+/* Longest timer: 2^42 ms (about 139 years). Above it, and for the sum of
+ * CLOCK_MONOTONIC and the delay in ns to fit the kernel's 64-bit timespec,
+ * amio_set_timeout and amio_set_interval return -EINVAL. */
+#define AMIO_TIMER_MAX_MS (UINT64_C(1) << 42)
 
 /* ---- Timers -----------------------------------------------------------
  * Timers are io_uring timeouts on CLOCK_MONOTONIC, ids from the same space as
@@ -263,11 +304,11 @@ AMIO_API int amio_registrar_wait(amio_registrar *r, amio_notification *out, size
 
 /*
  * One-shot timer: one AMIO_TIMER notification ms milliseconds from now. 0
- * fires at once. The id is finished once it fired (amio_cancel_timer then
- * returns -ENOENT).
+ * fires at once. The id is finished once its notification was handed out
+ * (returned by a wait call; amio_cancel_timer then returns -ENOENT).
  * data: retained, returned in the notification.
- * Returns: the id (> 0). Errors: -EINVAL (ms above 2^53), -EAGAIN (queue
- * full), -ENOSPC, -ESHUTDOWN.
+ * Returns: the id (> 0). Errors: -EINVAL (ms above AMIO_TIMER_MAX_MS),
+ * -EAGAIN (queue full), -ENOSPC, -ESHUTDOWN.
  * Thread: the registrar's thread; wakes a sleeping poller (coalesced).
  */
 AMIO_API int64_t amio_set_timeout(amio_registrar *r, uint64_t ms, void *data);
@@ -277,18 +318,22 @@ AMIO_API int64_t amio_set_timeout(amio_registrar *r, uint64_t ms, void *data);
  * or after i x ms from now, re-armed without any call (IORING_TIMEOUT_MULTISHOT
  * where the kernel has it). Ticks the poller could not report in time
  * coalesce into one notification. Runs until amio_cancel_timer.
- * Returns: the id (> 0). Errors: -EINVAL (ms 0 or above 2^53), -EAGAIN,
- * -ENOSPC, -ESHUTDOWN.
+ * Returns: the id (> 0). Errors: -EINVAL (ms 0 or above AMIO_TIMER_MAX_MS),
+ * -EAGAIN, -ENOSPC, -ESHUTDOWN.
  * Thread: the registrar's thread.
  */
 AMIO_API int64_t amio_set_interval(amio_registrar *r, uint64_t ms, void *data);
 
 /*
- * Cancel a timer. Once this returns, no notification for id is returned or
- * delivered (any already posted by the kernel is filtered at reap time).
- * Returns: 0. Errors: -ENOENT (unknown id, not a timer, a one-shot that has
- * fired, or already cancelled), -EAGAIN (queue full: the timer still runs),
- * -ESHUTDOWN.
+ * Cancel a timer. Whatever it returns, once it returns no notification for
+ * id is handed out any more (one the kernel already posted, even
+ * one already waiting in an inbox or a stash, is refused at hand-out).
+ * Returns: 0: the timer will never be reported again (a one-shot that fired
+ * but whose notification no wait call has handed out yet counts: it is
+ * withdrawn). Errors: -ENOENT (unknown id, not a timer, already cancelled,
+ * or a one-shot whose notification was already handed out: the caller has
+ * it, or is about to in the batch of a wait running now on another
+ * thread), -EAGAIN (queue full: the timer still runs), -ESHUTDOWN.
  * Thread: the registrar's thread (any registrar of the poller).
  */
 AMIO_API int amio_cancel_timer(amio_registrar *r, uint64_t id);

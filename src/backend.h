@@ -23,6 +23,7 @@ struct amio__backend {
 	bool multishot_timeout;    /* IORING_TIMEOUT_MULTISHOT works (6.4+) */
 	bool taskrun_stale;        /* IORING_SQ_TASKRUN survived an enter that found no work */
 	int ring_fd;               /* copy readable by any thread (wakeup target) */
+	int probe_fd;              /* epoll fd asking the kernel if an fd can be polled, or -1 */
 	pthread_mutex_t stop_lock; /* stop from a thread with no ring, old kernels */
 	struct io_uring stop_ring;
 	bool has_stop_ring;
@@ -63,6 +64,14 @@ int amio__backend_enter(struct amio_poller *p, bool wait, int64_t timeout_ns);
 int amio__backend_submit(struct amio_poller *p);
 /* Completions are ready without entering the kernel. */
 bool amio__backend_ready(struct amio_poller *p);
+/* Prepared requests not yet submitted (poll thread). */
+bool amio__backend_sq_pending(struct amio_poller *p);
+/* A wait call starts: forget what the last one learnt about a stale
+ * IORING_SQ_TASKRUN (one more enter may find work for it). */
+void amio__backend_begin_wait(struct amio_poller *p);
+/* 0 if fd can be polled, -EPERM if the kernel has no poll method for it
+ * (regular files, directories), asked of epoll_ctl. Poll thread. */
+int amio__backend_pollable(struct amio_poller *p, int fd);
 /* Reap at most max completions, feeding amio__on_poll. Returns the count. */
 unsigned amio__backend_reap(struct amio_poller *p, unsigned max);
 

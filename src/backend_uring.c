@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "fault.h"
@@ -113,6 +115,7 @@ int amio__backend_init(amio_poller *p, const struct amio_poller_config *cfg)
 	if (rc < 0)
 		return rc;
 	be->ring_fd = be->ring.ring_fd;
+	be->probe_fd = -1;
 	be->ringless_msg = !(cfg->flags & AMIO_POLLER_NO_RINGLESS_MSG) && probe_ringless_msg();
 	be->multishot_timeout =
 	    !(cfg->flags & AMIO_POLLER_NO_MULTISHOT_TIMEOUT) && probe_multishot_timeout();
@@ -136,6 +139,9 @@ void amio__backend_destroy(amio_poller *p)
 		io_uring_queue_exit(&be->ring);
 	if (be->has_stop_ring)
 		io_uring_queue_exit(&be->stop_ring);
+	if (be->probe_fd >= 0)
+		close(be->probe_fd);
+	be->probe_fd = -1;
 	pthread_mutex_destroy(&be->stop_lock);
 	be->ring_fd = -1;
 }
@@ -340,6 +346,38 @@ bool amio__backend_ready(amio_poller *p)
 	 * amio__backend_enter) or an overflow list (NODROP). */
 	return io_uring_cq_ready(ring) || (f & IORING_SQ_CQ_OVERFLOW) ||
 	       ((f & IORING_SQ_TASKRUN) && !p->be.taskrun_stale);
+}
+
+bool amio__backend_sq_pending(amio_poller *p)
+{
+	return io_uring_sq_ready(&p->be.ring) != 0;
+}
+
+void amio__backend_begin_wait(amio_poller *p)
+{
+	/* A stale flag is ignored until we sleep; a caller polling with
+	 * timeout 0 never sleeps, and would never enter for its completions
+	 * again. One enter per wait call for the flag at most. */
+	p->be.taskrun_stale = false;
+}
+
+int amio__backend_pollable(amio_poller *p, int fd)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+	struct amio__backend *be = &p->be;
+
+	/* io_uring polls any file: one without a poll method completes at
+	 * once with POLLIN|POLLOUT and ends every multishot. epoll_ctl tells
+	 * them apart exactly (file_can_poll): EPERM. Created on first use,
+	 * which is rare (the first time a poll of this fd ends). */
+	if (be->probe_fd < 0)
+		be->probe_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (be->probe_fd < 0)
+		return 0; /* cannot tell: assume it can, as before */
+	if (epoll_ctl(be->probe_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return errno == EPERM ? -EPERM : 0;
+	(void)epoll_ctl(be->probe_fd, EPOLL_CTL_DEL, fd, NULL);
+	return 0;
 }
 
 /* ---- Completion -------------------------------------------------------- */

@@ -285,7 +285,8 @@ int amio_channel_send(amio_channel *ch, const void *msg)
 	return 0;
 }
 
-/* Whether a send would find the channel full now. */
+/* Whether a send would find the channel full now. Inside enter/leave: it
+ * reads the slots, which amio_channel_free frees once no sender is counted. */
 static bool full_now(amio_channel *ch)
 {
 	int room;
@@ -307,6 +308,7 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 		uint32_t seq = ck_pr_load_32(&ch->space_seq);
 		struct timespec ts, *tsp = NULL;
 		int rc = amio_channel_send(ch, msg);
+		bool full;
 
 		if (rc != -EAGAIN)
 			return rc;
@@ -322,11 +324,19 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 			ts.tv_nsec = left % 1000000000;
 			tsp = &ts;
 		}
+		/* Counted as a sender while we look at the slots: a racing
+		 * amio_channel_free waits for us before it frees them, and its
+		 * space_seq bump after that makes our futex wait return. */
+		rc = enter(ch);
+		if (rc < 0)
+			return rc;
 		ck_pr_inc_32(&ch->space_waiters);
 		/* waiters before the slot re-check; pairs with try_recv's
 		 * seq_release and waiters load. */
 		ck_pr_fence_atomic_load();
-		if (!ck_pr_load_32(&ch->closed) && !ck_pr_load_32(&ch->p->shutdown) && full_now(ch))
+		full = full_now(ch);
+		leave(ch);
+		if (full)
 			syscall(SYS_futex, &ch->space_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
 		ck_pr_dec_32(&ch->space_waiters);
 	}
@@ -437,8 +447,6 @@ void amio__channels_handle(amio_poller *p)
 		struct amio__entry *e = amio__entry_for(p, ch->id);
 		uint32_t slot = amio__id_slot(ch->id);
 
-		if (e && !e->owner && !ck_pr_load_32(&ch->closed) && p->out_n == p->out_cap)
-			return; /* no room: the rest waits for the next wait call */
 		p->ready_head = ch->next_local;
 		if (!p->ready_head)
 			p->ready_tail = NULL;
@@ -451,6 +459,12 @@ void amio__channels_handle(amio_poller *p)
 		if (!e)
 			continue;
 		if (ck_pr_load_32(&ch->closed)) {
+			/* Closed here, not only by amio_channel_free: its own
+			 * close may come after we release the slot, which must
+			 * then be FREE (a late close or raise is ignored), never
+			 * LIVE. */
+			(void)amio__registry_close(&p->reg, ch->id,
+			                           AMIO__KIND_BIT(AMIO__KIND_CHANNEL));
 			e->flags |= AMIO__E_DEREGISTERED;
 			amio__reconcile(p, e, slot);
 		} else if (amio__entry_live(p, e) && ck_pr_load_32(&ch->raised)) {

@@ -47,10 +47,22 @@ static inline uint64_t amio__id_gen(uint64_t id)
 
 /* Slot word: generation << 4 | kind << 2 | state. Written by the allocating
  * registrar (FREE -> LIVE), by whoever deregisters (LIVE -> CLOSING, a CAS so
- * only one deregister or cancel wins) and read by the poll thread at reap
- * time to filter notifications of ids deregistered after their CQE was posted.
+ * only one deregister or cancel wins), by the poll thread when a one-shot
+ * timer fires (LIVE -> FIRED) and by whoever hands that notification out
+ * (FIRED -> CLOSING, a CAS racing amio_cancel_timer's), and back to FREE by
+ * the poll thread's release. Read at reap and hand-out time to filter
+ * notifications of ids deregistered after their CQE was posted, and by the
+ * poll thread to ignore commands that arrive after the id's release (FREE).
  * The kind lets a registrar refuse amio_cancel_timer on a socket at once. */
-enum { AMIO__SLOT_FREE = 0, AMIO__SLOT_LIVE = 1, AMIO__SLOT_CLOSING = 2 };
+enum {
+	AMIO__SLOT_FREE = 0,
+	AMIO__SLOT_LIVE = 1,
+	AMIO__SLOT_CLOSING = 2,
+	AMIO__SLOT_FIRED = 3, /* a one-shot timer fired; its notification not handed out */
+};
+/* Ids are positive int64: a slot whose generation reaches this is retired
+ * (never handed out again) instead of wrapping into a negative id. */
+#define AMIO__MAX_GEN ((UINT64_C(1) << (63 - AMIO__SLOT_BITS)) - 1)
 enum amio__kind { AMIO__KIND_SOCKET = 0, AMIO__KIND_TIMER = 1, AMIO__KIND_CHANNEL = 2 };
 #define AMIO__KIND_BIT(k) (1u << (k))
 #define AMIO__KIND_ANY    7u
@@ -148,20 +160,29 @@ enum {
 	AMIO__E_REGISTERED = 1u << 0,   /* REGISTER command applied */
 	AMIO__E_DEREGISTERED = 1u << 1, /* DEREGISTER command applied */
 	AMIO__E_ARMED = 1u << 2,        /* a poll request is in the kernel */
-	AMIO__E_PENDING = 1u << 3,      /* on the poller's pending (re-arm) list */
-	AMIO__E_OVERFLOW = 1u << 4,     /* on its owner's inbox overflow list */
+	AMIO__E_PENDING = 1u << 3,      /* on one of the poller's pending (re-arm) lists */
+	AMIO__E_OVERFLOW = 1u << 4,     /* on an overflow list (its inbox's, or Amy mode's) */
 	AMIO__E_EARLY_EVENTS = 1u << 5, /* REREGISTER applied before REGISTER */
 	AMIO__E_PARKED = 1u << 6,       /* disarmed until reregister: ONESHOT fired, or error */
 	AMIO__E_TICKING = 1u << 7,      /* interval timer past its first tick */
 	AMIO__E_RETRY = 1u << 8,        /* retry_armgen's removal is due */
+	AMIO__E_WATCH = 1u << 9,        /* on its inbox owner's watch list */
+	AMIO__E_LEVEL_WAIT = 1u << 10,  /* inbox LEVEL: re-arm once the consumer waits again */
+	AMIO__E_SEEN = 1u << 11,        /* the current poll request has posted a CQE */
+	AMIO__E_POLLABLE = 1u << 12,    /* the fd was found pollable (checked once) */
 };
 
 struct amio__entry {
 	uint64_t id;                      /* 0 while the slot is unused */
 	void *data;                       /* user pointer from amio_register */
 	struct amio_registrar *owner;     /* inbox registrar, or NULL (Amy mode) */
-	struct amio__entry *next_pending; /* the poller's pending (re-arm) list */
-	struct amio__entry *next_ovf;     /* its owner's inbox overflow list */
+	struct amio__entry *next_pending; /* the poller's pending (re-arm) lists */
+	struct amio__entry *next_ovf;     /* its overflow list */
+	/* Its owner's watch list: entries waiting on the inbox consumer (a
+	 * LEVEL re-arm until it waits again, a fired one-shot until its
+	 * notification is taken). Doubly linked: a release unlinks at once. */
+	struct amio__entry *watch_prev, *watch_next;
+	uint64_t watch_pos; /* the owner's inbox count once its notification was queued */
 	int32_t fd;
 	uint32_t events;   /* AMIO_READ/WRITE | AMIO_LEVEL/ONESHOT */
 	uint32_t armgen;   /* generation of the current poll request */
@@ -177,6 +198,12 @@ struct amio__entry {
 	int64_t deadline_ns;         /* timers: next expiry (CLOCK_MONOTONIC) */
 	int64_t period_ns;           /* timers: interval, 0 = one-shot */
 	struct __kernel_timespec ts; /* timers: read by the kernel at submit time */
+};
+
+/* A FIFO of entries whose notifications found no room (an inbox, or an Amy
+ * mode out[]), linked through next_ovf; readiness coalesces per entry. */
+struct amio__ovf {
+	struct amio__entry *head, *tail;
 };
 
 /* ---- Registry: slots, generations, entries ---------------------------- */
@@ -203,9 +230,18 @@ int64_t amio__registry_alloc(struct amio__registry *reg, unsigned kind);
 /* True if id is live now and of one of kinds (a mask of AMIO__KIND_BIT);
  * any thread; racy by nature, exact for the owner. */
 bool amio__registry_live(const struct amio__registry *reg, uint64_t id, unsigned kinds);
-/* LIVE -> CLOSING for id if of one of kinds (any thread). 0 or -ENOENT. */
+/* True if id names its slot's current generation and is not FREE: LIVE,
+ * CLOSING or FIRED (any thread). */
+bool amio__registry_known(const struct amio__registry *reg, uint64_t id);
+/* LIVE or FIRED -> CLOSING for id if of one of kinds (any thread). 0 or -ENOENT. */
 int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds);
-/* Give a closed slot back (poll thread only). */
+/* A one-shot timer fired: LIVE -> FIRED (poll thread). False if a cancel won. */
+bool amio__registry_fire(struct amio__registry *reg, uint64_t id);
+/* Hand out a fired one-shot's notification: FIRED -> CLOSING (its consumer's
+ * thread). False if amio_cancel_timer won: the notification is dropped. */
+bool amio__registry_take(struct amio__registry *reg, uint64_t id);
+/* Give a closed slot back as FREE (poll thread only); retires a slot at
+ * AMIO__MAX_GEN. */
 void amio__registry_release(struct amio__registry *reg, uint32_t slot);
 
 static inline struct amio__entry *amio__registry_entry(struct amio__registry *reg, uint64_t id)
@@ -216,6 +252,9 @@ static inline struct amio__entry *amio__registry_entry(struct amio__registry *re
 /* Private bit in notification events: the poller itself finished the id
  * (a fired one-shot timer), so it is delivered although no longer live. */
 #define AMIO__FINAL (1u << 31)
+/* Private bit: a fired one-shot already handed out (taken) by the poll
+ * thread into amio_poller_run's stash; the stash hands it out as it is. */
+#define AMIO__TAKEN (1u << 30)
 
 /* ---- Doorbell: a sleeper's state, so a wakeup is sent once per sleep ---- */
 enum { AMIO__RUNNING = 0, AMIO__SLEEPING = 1, AMIO__NOTIFIED = 2 };
@@ -227,16 +266,21 @@ struct amio_registrar {
 	struct amio__cmd *cmdq_buf;
 	amio_poller *p;
 	uint32_t flags;
-	uint32_t refs;       /* owner + poller; the last one frees */
-	uint32_t closed;     /* set by amio_registrar_free */
-	uint32_t overflowed; /* poller has notifications the inbox had no room for */
-	uint32_t in_call;    /* inside a call that touches the poller (shutdown handshake) */
+	uint32_t refs;        /* owner + poller; the last one frees */
+	uint32_t closed;      /* set by amio_registrar_free */
+	uint32_t overflowed;  /* poller has notifications the inbox had no room for */
+	uint32_t in_call;     /* inside a call that touches the poller (shutdown handshake) */
+	uint32_t level_watch; /* poll thread: a LEVEL entry waits for our next wait (kick then) */
 
 	/* Inbox: poller produces, registrar consumes. */
 	struct ck_ring inbox;
 	amio_notification *inbox_buf;
 	uint32_t doorbell; /* AMIO__RUNNING/SLEEPING/NOTIFIED of the inbox waiter */
 	struct amio__waiter waiter;
+	/* Written by the consumer, read by the poll thread (watch list):
+	 * notifications taken from the inbox so far, and that count as of the
+	 * start of its latest amio_registrar_wait. */
+	uint64_t popped, wait_mark;
 
 	struct amio_registrar *next_new; /* the poller's incoming stack */
 
@@ -244,7 +288,11 @@ struct amio_registrar {
 	struct amio_registrar *next;         /* adopted registrars */
 	struct amio_registrar *next_touched; /* inboxes filled this iteration */
 	bool touched;
-	struct amio__entry *ovf_head, *ovf_tail;
+	struct amio__ovf ovf;
+	uint64_t pushed;                 /* notifications queued in the inbox so far */
+	uint64_t popped_seen, mark_seen; /* popped and wait_mark at the last watch pass */
+	uint32_t level_n;                /* LEVEL entries on the watch list */
+	struct amio__entry *watch_head;  /* see struct amio__entry */
 };
 
 /* ---- Channel ------------------------------------------------------------
@@ -329,7 +377,12 @@ struct amio_poller {
 	/* Poll thread only. */
 	struct amio_registrar *registrars CK_CC_CACHELINE;
 	struct amio_registrar *touched;
-	struct amio__entry *pending_head;             /* re-arm on the next wait (LEVEL, retries) */
+	struct amio_registrar *graveyard; /* retired, freed once no SQE may name their ring */
+	/* Re-arms and removal retries: every loop iteration (inbox entries,
+	 * retries), or at the start of the next wait call (Amy mode: its
+	 * caller has not read the readiness yet, a re-arm now reports twice). */
+	struct amio__entry *pending_head, *amy_pending;
+	struct amio__ovf ovf;                         /* Amy mode: notifications past cap */
 	struct amio_channel *ready_head, *ready_tail; /* popped ready channels */
 	struct amio__spin spin;                       /* the adaptive idle spin (spin_us 0) */
 	uint32_t spin_hint; /* AMIO__SPIN_STREAMING, from channel receivers */
@@ -360,13 +413,37 @@ void amio__spin_caught(amio_poller *p, int64_t window_ns, int64_t caught_ns);
 void amio__poller_kick(amio_poller *p, amio_registrar *r);
 void amio__poller_unref(amio_poller *p);
 bool amio__entry_live(amio_poller *p, const struct amio__entry *e);
-/* At hand-out time: keep n only if its id is still live (or AMIO__FINAL),
- * so nothing is handed out after its amio_deregister returned. */
-bool amio__deliverable(amio_poller *p, amio_notification *n);
 /* Give the slot back once deregistered, with nothing in flight or queued. */
 void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot);
-void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error);
 void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot);
+/* Queue e for a re-arm or removal retry (the list follows its owner). */
+void amio__push_pending(amio_poller *p, struct amio__entry *e);
+
+/* notify.c: notifications, from a completion to the hands of the consumer. */
+void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error);
+/* At hand-out time, on the consumer's thread: keep n only if its id is
+ * still live, so nothing is handed out after its amio_deregister returned;
+ * a fired one-shot (AMIO__FINAL) only if no amio_cancel_timer won. */
+bool amio__deliverable(amio_poller *p, amio_notification *n);
+/* Amy mode, poll thread: amio__deliverable, and a fired one-shot handed out
+ * is released at once. */
+bool amio__hand_out(amio_poller *p, amio_notification *n);
+/* Amy mode, poll thread: drop what was deregistered since it was made,
+ * release fired one-shots handed out. True if any is left to return. */
+bool amio__filter_out(amio_poller *p);
+/* Move overflowed notifications into an inbox / out[] as room allows. */
+void amio__flush_inbox(amio_poller *p, amio_registrar *r);
+void amio__flush_amy(amio_poller *p);
+/* Ring the doorbells of inboxes filled this iteration (SQEs, sent with the
+ * next enter). True if any inbox was filled. */
+bool amio__ring_touched(amio_poller *p);
+/* The inbox consumer's progress: re-arm LEVEL entries it waited past,
+ * release fired one-shots it took. */
+void amio__watch_check(amio_poller *p, amio_registrar *r);
+bool amio__watch_due(amio_registrar *r);
+void amio__watch_unlink(struct amio__entry *e);
+/* retire(): forget r's watch list (its entries are orphaned next). */
+void amio__watch_drop(amio_registrar *r);
 /* The id's entry, set up for it if no command of this generation came yet;
  * NULL if the id is stale (its slot moved on). */
 struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id);

@@ -30,11 +30,17 @@ static int config(struct amio_poller_config *c, const struct amio_poller_config 
 	if (c->flags & ~(uint32_t)(AMIO_POLLER_NO_DEFER_TASKRUN | AMIO_POLLER_NO_RINGLESS_MSG |
 	                           AMIO_POLLER_NO_MULTISHOT_TIMEOUT | AMIO_POLLER_NO_SPIN))
 		return -EINVAL;
-	if (c->sq_entries > 32768 || c->max_registrations > AMIO__MAX_SLOTS)
+	/* The kernel's limits (IORING_MAX_ENTRIES 32768, IORING_MAX_CQ_ENTRIES
+	 * 65536) with our CQ of at least 4x the SQ: above these sizes
+	 * io_uring_setup would refuse the ring. */
+	if (c->sq_entries > AMIO_MAX_SQ_ENTRIES || c->cq_entries > AMIO_MAX_CQ_ENTRIES ||
+	    c->queue_entries > AMIO_MAX_QUEUE_ENTRIES ||
+	    c->inbox_entries > AMIO_MAX_QUEUE_ENTRIES || c->max_registrations > AMIO__MAX_SLOTS)
 		return -EINVAL;
 	c->sq_entries = round_pow2(c->sq_entries ? c->sq_entries : 256);
 	if (!c->cq_entries)
-		c->cq_entries = 16 * c->sq_entries;
+		c->cq_entries = 16 * c->sq_entries > AMIO_MAX_CQ_ENTRIES ? AMIO_MAX_CQ_ENTRIES
+		                                                         : 16 * c->sq_entries;
 	if (c->cq_entries < 4 * c->sq_entries)
 		c->cq_entries = 4 * c->sq_entries;
 	c->queue_entries = round_pow2(c->queue_entries ? c->queue_entries : 4096);
@@ -136,7 +142,11 @@ void amio_poller_free(amio_poller *p)
 		next = r->next;
 		amio__registrar_unref(r);
 	}
-	p->registrars = NULL;
+	for (r = p->graveyard; r; r = next) {
+		next = r->next;
+		amio__registrar_unref(r);
+	}
+	p->registrars = p->graveyard = NULL;
 	amio__poller_unref(p);
 }
 
@@ -196,17 +206,30 @@ void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	const uint32_t both = AMIO__E_REGISTERED | AMIO__E_DEREGISTERED;
 
 	if ((e->flags & both) == both && e->inflight == 0 &&
-	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW)))
+	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW))) {
+		/* What waits on the consumer is moot now: a LEVEL re-arm, or a
+		 * fired one-shot a cancel won (its notification is refused). */
+		amio__watch_unlink(e);
 		amio__registry_release(&p->reg, slot);
+	}
 }
 
-static void push_pending(amio_poller *p, struct amio__entry *e)
+void amio__push_pending(amio_poller *p, struct amio__entry *e)
 {
+	struct amio__entry **list;
+
 	if (e->flags & AMIO__E_PENDING)
 		return;
 	e->flags |= AMIO__E_PENDING;
-	e->next_pending = p->pending_head;
-	p->pending_head = e;
+	/* Amy-mode re-arms wait for the next wait call (its caller has not
+	 * read this readiness yet); inbox re-arms and removals cannot wait
+	 * for a call that may be far off (a long wait, or amio_poller_run). */
+	if (e->owner || (e->flags & (AMIO__E_RETRY | AMIO__E_DEREGISTERED)))
+		list = &p->pending_head;
+	else
+		list = &p->amy_pending;
+	e->next_pending = *list;
+	*list = e;
 }
 
 /* Bring the kernel in line with the entry: armed while live and not parked,
@@ -216,140 +239,23 @@ void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	int rc;
 
 	if (!amio__entry_live(p, e)) {
-		/* No SQE for the removal: retry on the next wait, the poll keeps
-		 * a file reference until it is removed. */
+		/* No SQE for the removal: retry on the next iteration, the poll
+		 * keeps a file reference until it is removed. */
 		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0)
-			push_pending(p, e);
+			amio__push_pending(p, e);
 		amio__maybe_free(p, e, slot);
 		return;
 	}
-	/* Channels have no kernel request: their sends raise them directly. */
-	if ((e->flags & (AMIO__E_ARMED | AMIO__E_PARKED)) || e->kind == AMIO__KIND_CHANNEL)
+	/* Channels have no kernel request: their sends raise them directly.
+	 * An inbox LEVEL entry is armed by the watch list (amio__watch_check). */
+	if ((e->flags & (AMIO__E_ARMED | AMIO__E_PARKED | AMIO__E_LEVEL_WAIT)) ||
+	    e->kind == AMIO__KIND_CHANNEL)
 		return;
 	rc = amio__backend_arm(p, e, slot);
 	if (rc < 0) {
 		e->flags |= AMIO__E_PARKED;
 		amio__notify(p, e, AMIO_ERROR, rc);
 	}
-}
-
-/* ---- Notifications -------------------------------------------------------- */
-
-static void touch(amio_poller *p, amio_registrar *r)
-{
-	if (r->touched)
-		return;
-	r->touched = true;
-	r->next_touched = p->touched;
-	p->touched = r;
-}
-
-static void overflow(amio_registrar *r, struct amio__entry *e, uint32_t events, int32_t error)
-{
-	/* Readiness coalesces: an entry waits in the list at most once. */
-	if (e->flags & AMIO__E_OVERFLOW) {
-		e->pending |= events;
-		if (error)
-			e->pending_error = error;
-		return;
-	}
-	e->flags |= AMIO__E_OVERFLOW;
-	e->pending = events;
-	e->pending_error = error;
-	e->next_ovf = NULL;
-	if (r->ovf_tail)
-		r->ovf_tail->next_ovf = e;
-	else
-		r->ovf_head = e;
-	r->ovf_tail = e;
-	ck_pr_store_32(&r->overflowed, 1);
-}
-
-void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t error)
-{
-	amio_notification n = {.id = e->id, .data = e->data, .events = events, .error = error};
-	amio_registrar *r = e->owner;
-
-	if (!r) {
-		/* One notification per id per wait, as epoll: a user who closes
-		 * on the first cannot trip over a second. Room is guaranteed:
-		 * reap takes at most out_cap - out_n CQEs, each makes at most one. */
-		if (e->note_seq == p->wait_seq && e->note_idx < p->out_n &&
-		    p->out[e->note_idx].id == e->id) {
-			p->out[e->note_idx].events |= events;
-			if (error)
-				p->out[e->note_idx].error = error;
-			return;
-		}
-		AMIO__STAT_ADD(p, notifications, 1);
-		e->note_seq = p->wait_seq;
-		e->note_idx = (uint32_t)p->out_n;
-		p->out[p->out_n++] = n;
-		return;
-	}
-	AMIO__STAT_ADD(p, notifications, 1);
-	/* The inbox is an SPSC ck_ring plus a doorbell MSG_RING only for a
-	 * sleeping worker, not one MSG_RING CQE per notification (DESIGN asks
-	 * which): bench/inbox_transport_bench measured the ring 6-16x faster
-	 * in notifications/s at 8-16x less CPU, equal in one-at-a-time latency
-	 * (bench/results/inbox-transport-2026-11-24.md). */
-	if (!r->ovf_head && ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n)) {
-		touch(p, r);
-		return;
-	}
-	overflow(r, e, events, error);
-}
-
-/* Move overflowed notifications into the inbox as room allows. */
-static void flush_overflow(amio_poller *p, amio_registrar *r)
-{
-	struct amio__entry *e;
-
-	while ((e = r->ovf_head)) {
-		uint32_t slot = amio__id_slot(e->id);
-		amio_notification n = {e->id, e->data, e->pending, e->pending_error};
-
-		if ((amio__entry_live(p, e) || (e->pending & AMIO__FINAL)) &&
-		    !ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
-			break;
-		r->ovf_head = e->next_ovf;
-		if (!r->ovf_head)
-			r->ovf_tail = NULL;
-		e->flags &= ~AMIO__E_OVERFLOW;
-		touch(p, r);
-		amio__maybe_free(p, e, slot);
-	}
-	if (!r->ovf_head)
-		ck_pr_store_32(&r->overflowed, 0);
-}
-
-/* Wake the inbox waiters we gave work to; the MSG_RING SQEs go out with the
- * next io_uring_enter. */
-static bool ring_touched(amio_poller *p)
-{
-	amio_registrar *r = p->touched;
-
-	if (!r)
-		return false;
-	/* Inbox stores before the doorbell loads; pairs with the fence in
-	 * amio_registrar_wait between its SLEEPING store and inbox re-check. */
-	ck_pr_fence_store_load();
-	p->touched = NULL;
-	while (r) {
-		amio_registrar *next = r->next_touched;
-
-		r->touched = false;
-		if (ck_pr_load_32(&r->doorbell) == AMIO__SLEEPING &&
-		    ck_pr_cas_32(&r->doorbell, AMIO__SLEEPING, AMIO__NOTIFIED) &&
-		    amio__backend_wake_waiter(p, &r->waiter) < 0) {
-			/* No SQE for the doorbell: the waiter still sleeps.
-			 * Ring it again on the next iteration. */
-			ck_pr_store_32(&r->doorbell, AMIO__SLEEPING);
-			touch(p, r);
-		}
-		r = next;
-	}
-	return true;
 }
 
 static uint32_t to_events(int32_t res, uint32_t want)
@@ -368,6 +274,30 @@ static uint32_t to_events(int32_t res, uint32_t want)
 	if ((ev & AMIO_HUP) && (want & AMIO_READ))
 		ev |= AMIO_READ;
 	return ev & (want | AMIO_HUP | AMIO_ERROR);
+}
+
+/* A poll request posted its final CQE with readiness: what arms it next. */
+static void poll_ended(amio_poller *p, struct amio__entry *e)
+{
+	if (e->events & AMIO_ONESHOT) {
+		e->flags |= AMIO__E_PARKED;
+	} else if ((e->events & AMIO_LEVEL) && e->owner) {
+		/* Re-armed once the inbox consumer has taken this notification
+		 * and waits again: one report per wait of the consumer, not one
+		 * per loop iteration of ours (that spun: 130,000 SQEs in 100 ms
+		 * for one unread socket). */
+		e->flags |= AMIO__E_LEVEL_WAIT;
+	} else {
+		/* LEVEL (Amy mode): re-armed on the next wait call. A multishot
+		 * the kernel ended without being asked (it does when the CQ is
+		 * full) is re-armed too, or the registration goes deaf: an
+		 * inbox one on the next iteration, an Amy-mode one on the next
+		 * wait (a poll armed before the caller has read this readiness
+		 * would report it twice). */
+		if (!(e->events & AMIO_LEVEL))
+			AMIO__STAT_ADD(p, rearms, 1);
+		amio__push_pending(p, e);
+	}
 }
 
 void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more)
@@ -399,20 +329,20 @@ void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, 
 		amio__notify(p, e, AMIO_ERROR, res);
 		return;
 	}
-	if (!more) {
-		if (e->events & AMIO_ONESHOT) {
+	if (!more && !(e->flags & AMIO__E_POLLABLE)) {
+		/* A file with no poll method (regular file, directory) is
+		 * "ready" at once and ends every poll: re-arming it would spin.
+		 * epoll_ctl refuses it with EPERM; so do we, once. Checked on
+		 * the first poll that ends, so a live socket pays nothing. */
+		if (amio__backend_pollable(p, e->fd) < 0) {
 			e->flags |= AMIO__E_PARKED;
-		} else if (e->events & AMIO_LEVEL) {
-			push_pending(p, e);
-		} else {
-			/* Multishot ended without being asked (the kernel ends it
-			 * when the CQ is full): re-arm, or the registration goes
-			 * deaf. On the next wait, not now: a poll armed before the
-			 * caller has read this readiness would report it twice. */
-			AMIO__STAT_ADD(p, rearms, 1);
-			push_pending(p, e);
+			amio__notify(p, e, AMIO_ERROR, -EPERM);
+			return;
 		}
+		e->flags |= AMIO__E_POLLABLE;
 	}
+	if (!more)
+		poll_ended(p, e);
 	amio__notify(p, e, to_events(res, e->events), 0);
 }
 
@@ -430,8 +360,8 @@ struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id)
 	 * DEREGISTER sent from another thread), or a stale one for an id
 	 * already freed: the slot word tells them apart, and gives the kind. */
 	word = amio__word_load(&p->reg.words[slot]);
-	if ((word >> 4) != amio__id_gen(id))
-		return NULL;
+	if ((word >> 4) != amio__id_gen(id) || (word & 3) == AMIO__SLOT_FREE)
+		return NULL; /* a stale id: its slot was released (FREE) or reused */
 	e->id = id;
 	e->kind = (uint32_t)(word >> 2) & 3;
 	return e;
@@ -467,6 +397,10 @@ static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 		}
 		/* New events, new poll: the kernel reports readiness present now. */
 		e->flags &= ~AMIO__E_PARKED;
+		if (e->flags & AMIO__E_LEVEL_WAIT) {
+			amio__watch_unlink(e);
+			e->flags &= ~AMIO__E_LEVEL_WAIT;
+		}
 		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0) {
 			e->flags |= AMIO__E_PARKED;
 			amio__notify(p, e, AMIO_ERROR, -EBUSY);
@@ -506,6 +440,7 @@ static void drain_commands(amio_poller *p, amio_registrar *r, bool all);
 static void retire(amio_poller *p, amio_registrar *r)
 {
 	drain_commands(p, r, true);
+	amio__watch_drop(r);
 	if (r->flags & AMIO_INBOX)
 		orphan_entries(p, r);
 	if (r->touched) {
@@ -516,7 +451,25 @@ static void retire(amio_poller *p, amio_registrar *r)
 		*link = r->next_touched;
 		r->touched = false;
 	}
-	amio__registrar_unref(r);
+	/* A doorbell SQE for r may still sit in the SQ: its ring must stay
+	 * open until that SQE is submitted, or MSG_RING would target a closed
+	 * (or reused) fd. */
+	r->next = p->graveyard;
+	p->graveyard = r;
+}
+
+/* Free retired registrars once no queued SQE can name their rings. */
+static void bury(amio_poller *p)
+{
+	amio_registrar *r, *next;
+
+	if (!p->graveyard || amio__backend_sq_pending(p))
+		return;
+	for (r = p->graveyard; r; r = next) {
+		next = r->next;
+		amio__registrar_unref(r);
+	}
+	p->graveyard = NULL;
 }
 
 /* Apply what r had queued when we looked: a registrar that queues as fast
@@ -563,8 +516,10 @@ static void drain(amio_poller *p)
 			retire(p, r);
 			continue;
 		}
-		if (r->ovf_head)
-			flush_overflow(p, r);
+		if (r->ovf.head)
+			amio__flush_inbox(p, r);
+		if (r->watch_head)
+			amio__watch_check(p, r);
 		link = &r->next;
 	}
 	amio__channels_handle(p);
@@ -580,16 +535,15 @@ void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen)
 		return;
 	e->retry_armgen = armgen;
 	e->flags |= AMIO__E_RETRY;
-	push_pending(p, e);
+	amio__push_pending(p, e);
 }
 
-/* Re-arm LEVEL registrations and retry removals: once per wait call, and
- * every iteration of amio_poller_run. */
-static void run_pending(amio_poller *p)
+/* Re-arm and retry removals for one pending list (see amio__push_pending). */
+static void run_pending(amio_poller *p, struct amio__entry **list)
 {
-	struct amio__entry *e = p->pending_head;
+	struct amio__entry *e = *list;
 
-	p->pending_head = NULL;
+	*list = NULL;
 	while (e) {
 		struct amio__entry *next = e->next_pending;
 		uint32_t slot = (uint32_t)(e - p->reg.entries);
@@ -599,7 +553,7 @@ static void run_pending(amio_poller *p)
 		    amio__backend_remove(p, e, slot, e->retry_armgen) == 0)
 			e->flags &= ~AMIO__E_RETRY;
 		if (e->flags & AMIO__E_RETRY)
-			push_pending(p, e);
+			amio__push_pending(p, e);
 		amio__reconcile(p, e, slot);
 		e = next;
 	}
@@ -611,12 +565,12 @@ static bool work_queued(amio_poller *p)
 {
 	/* p->touched: a doorbell that found no SQE, to ring before sleeping. */
 	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_ptr(&p->ready) || ck_pr_load_32(&p->stop) ||
-	    p->touched)
+	    p->touched || p->ovf.head)
 		return true;
 	for (amio_registrar *r = p->registrars; r; r = r->next) {
-		if (ck_ring_size(&r->cmdq) || ck_pr_load_32(&r->closed))
+		if (ck_ring_size(&r->cmdq) || ck_pr_load_32(&r->closed) || amio__watch_due(r))
 			return true;
-		if (r->ovf_head && ck_ring_size(&r->inbox) < ck_ring_capacity(&r->inbox) - 1)
+		if (r->ovf.head && ck_ring_size(&r->inbox) < ck_ring_capacity(&r->inbox) - 1)
 			return true;
 	}
 	return false;
@@ -682,29 +636,6 @@ static int enable(amio_poller *p)
 	return 0;
 }
 
-bool amio__deliverable(amio_poller *p, amio_notification *n)
-{
-	if (n->events & AMIO__FINAL) {
-		n->events &= ~AMIO__FINAL;
-		return true;
-	}
-	return amio__registry_live(&p->reg, n->id, AMIO__KIND_ANY);
-}
-
-/* Drop notifications whose id was deregistered since they were made; true
- * if any is left to return. A new wait_seq: out[] indexes moved. */
-static bool filter_out(amio_poller *p)
-{
-	size_t kept = 0;
-
-	for (size_t i = 0; i < p->out_n; i++)
-		if (amio__deliverable(p, &p->out[i]))
-			p->out[kept++] = p->out[i];
-	p->out_n = kept;
-	p->wait_seq++;
-	return kept > 0;
-}
-
 static unsigned reap(amio_poller *p)
 {
 	return amio__backend_reap(p, (unsigned)(p->out_cap - p->out_n));
@@ -730,30 +661,36 @@ static bool enter_failed(amio_poller *p, int rc, unsigned *row)
  * the error then comes back on the next call, if it persists. */
 static int end_on_error(amio_poller *p, int rc)
 {
-	filter_out(p);
+	amio__filter_out(p);
 	return p->out_n ? (int)p->out_n : rc;
 }
 
 /* One wait: at most one io_uring_enter per loop iteration. Returns the
  * number of notifications in p->out, 0 on timeout or stop, or -errno (only
  * with none collected: notifications are never dropped for an error). */
-static int poll_loop(amio_poller *p, int timeout_ms, bool run)
+static int poll_loop(amio_poller *p, int timeout_ms)
 {
 	int64_t deadline = timeout_ms > 0 ? amio__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
 	unsigned failed_row = 0;
 	int rc;
 
 	p->wait_seq++;
-	run_pending(p);
+	amio__backend_begin_wait(p);
+	run_pending(p, &p->amy_pending);
 	for (;;) {
 		int64_t left = -1;
 
-		if (run && p->pending_head)
-			run_pending(p);
+		if (p->graveyard)
+			bury(p);
+		if (p->pending_head)
+			run_pending(p, &p->pending_head);
 		drain(p);
-		ring_touched(p);
+		if (p->ovf.head)
+			amio__flush_amy(p);
+		amio__ring_touched(p);
 		if (ck_pr_load_32(&p->stop)) {
 			ck_pr_store_32(&p->stop, 0);
+			amio__filter_out(p);
 			return (int)p->out_n;
 		}
 		if (p->out_n || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p) ||
@@ -766,7 +703,7 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 					return end_on_error(p, rc);
 			}
 			reap(p);
-			if (filter_out(p) || timeout_ms == 0)
+			if (amio__filter_out(p) || timeout_ms == 0)
 				return (int)p->out_n;
 			/* Nothing came of it: keep the deadline even if the
 			 * kernel keeps us here (task work that posts nothing). */
@@ -788,18 +725,24 @@ static int poll_loop(amio_poller *p, int timeout_ms, bool run)
 		if (rc < 0 && rc != -ETIME && enter_failed(p, rc, &failed_row))
 			return end_on_error(p, rc);
 		reap(p);
-		if (filter_out(p))
+		if (amio__filter_out(p))
 			return (int)p->out_n;
 	}
 }
 
-/* Notifications reaped for other threads' inboxes must not wait for our next
- * call to be submitted: ring their doorbells now. */
+/* Work for other threads must not wait for our caller's next call, which
+ * may be far off: re-arm inbox registrations, ring the doorbells of inboxes
+ * filled on the way out (a stop, an error), and submit (a removal queued
+ * by the last reap keeps its file open until the kernel has it). */
 static int finish(amio_poller *p, int rc)
 {
-	/* A failed submit leaves the doorbells in the SQ for the next enter. */
-	if (ring_touched(p))
+	if (p->pending_head)
+		run_pending(p, &p->pending_head);
+	amio__ring_touched(p);
+	/* A failed submit leaves the SQEs in the SQ for the next enter. */
+	if (amio__backend_sq_pending(p))
 		(void)amio__backend_submit(p);
+	bury(p);
 	p->out = NULL;
 	return rc;
 }
@@ -819,7 +762,7 @@ int amio_poller_wait(amio_poller *p, amio_notification *out, size_t cap, int tim
 		size_t n = 0, used = 0;
 
 		while (used < p->stash_n && n < cap)
-			if (amio__deliverable(p, &p->stash[used++]))
+			if (amio__hand_out(p, &p->stash[used++]))
 				out[n++] = p->stash[used - 1];
 		memmove(p->stash, p->stash + used, (p->stash_n - used) * sizeof(*out));
 		p->stash_n -= used;
@@ -829,7 +772,7 @@ int amio_poller_wait(amio_poller *p, amio_notification *out, size_t cap, int tim
 	p->out = out;
 	p->out_cap = cap;
 	p->out_n = 0;
-	return finish(p, poll_loop(p, timeout_ms, false));
+	return finish(p, poll_loop(p, timeout_ms));
 }
 
 int amio_poller_run(amio_poller *p)
@@ -849,7 +792,7 @@ int amio_poller_run(amio_poller *p)
 	p->out = p->stash;
 	p->out_cap = room;
 	p->out_n = 0;
-	rc = poll_loop(p, -1, true);
+	rc = poll_loop(p, -1);
 	if (rc > 0)
 		p->stash_n = (size_t)rc;
 	return finish(p, rc > 0 ? 1 : rc);

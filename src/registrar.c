@@ -224,20 +224,43 @@ int amio_deregister(amio_registrar *r, uint64_t id)
 /* ---- Inbox -------------------------------------------------------------- */
 
 /* Hand out what the inbox holds, dropping ids deregistered since delivery.
+ * first: the first look of an amio_registrar_wait call, which tells the
+ * poll thread that this consumer waits again (LEVEL re-arms).
  * Returns the count, or -ESHUTDOWN (the registry is gone with the poller). */
-static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap)
+static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap, bool first)
 {
 	size_t n = 0, taken = 0;
+	bool kick = false;
 	int rc = enter(r);
 
 	if (rc < 0)
 		return rc;
+	if (first) {
+		/* Every notification taken so far was seen by our caller. */
+		ck_pr_store_64(&r->wait_mark, r->popped);
+		/* wait_mark before the hint load; pairs with the poll thread
+		 * (its hint store, then sleep_ok's fence and wait_mark load). */
+		ck_pr_fence_store_load();
+		kick = ck_pr_load_32(&r->level_watch);
+	}
 	while (n < cap && ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &out[n])) {
 		taken++;
 		n += amio__deliverable(r->p, &out[n]);
 	}
-	/* The poller parked notifications for lack of room: there is room now. */
-	if (taken && ck_pr_load_32(&r->overflowed))
+	if (taken) {
+		/* Release: our hand-outs (a fired one-shot's FIRED -> CLOSING)
+		 * before the count the poll thread releases slots by. */
+		ck_pr_fence_store();
+		ck_pr_store_64(&r->popped, r->popped + taken);
+		/* The dequeues before the overflowed load: a store-buffering
+		 * pair with the poller, which sets overflowed, then (fence)
+		 * reads our ring head before sleeping. Without the fence each
+		 * side can miss the other's store, even on x86, and the
+		 * overflowed notifications wait for unrelated work. */
+		ck_pr_fence_store_load();
+		kick |= ck_pr_load_32(&r->overflowed) != 0;
+	}
+	if (kick)
 		amio__poller_kick(r->p, r);
 	leave(r);
 	return (int)n;
@@ -250,16 +273,16 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 
 	if (!r || !(r->flags & AMIO_INBOX) || !out || cap == 0 || timeout_ms < -1)
 		return -EINVAL;
-	for (;;) {
+	for (bool first = true;; first = false) {
 		int64_t left = -1;
 
-		n = pop_inbox(r, out, cap);
+		n = pop_inbox(r, out, cap, first);
 		if (n)
 			return n; /* a count, or -ESHUTDOWN */
 		if (timeout_ms == 0)
 			return 0;
 		if (timeout_ms > 0 && (left = deadline - amio__now_ns()) <= 0)
-			return pop_inbox(r, out, cap);
+			return pop_inbox(r, out, cap, false);
 		ck_pr_store_32(&r->doorbell, AMIO__SLEEPING);
 		/* SLEEPING before the inbox re-check; pairs with the poller's
 		 * fence between its inbox store and doorbell load. */

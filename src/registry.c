@@ -102,52 +102,88 @@ static bool id_in_range(const struct amio__registry *reg, uint64_t id)
 {
 	uint32_t slot = amio__id_slot(id);
 	return slot != 0 && slot <= reg->cap && amio__id_gen(id) != 0 &&
-	       amio__id_gen(id) < (UINT64_C(1) << (64 - AMIO__SLOT_BITS - 1));
+	       amio__id_gen(id) <= AMIO__MAX_GEN;
 }
 
-/* The word of a live id of one of kinds, or 0. */
-static uint64_t live_word(const struct amio__registry *reg, uint64_t id, unsigned kinds)
+/* The word id names if its state is one of states (a mask of 1 << state),
+ * or 0. */
+static uint64_t word_in(const struct amio__registry *reg, uint64_t id, unsigned kinds,
+                        unsigned states)
 {
 	uint64_t w;
-	unsigned kind;
 
 	if (!id_in_range(reg, id))
 		return 0;
 	w = amio__word_load(&reg->words[amio__id_slot(id)]);
-	kind = (unsigned)(w >> 2) & 3;
-	if (w != amio__slot_word(amio__id_gen(id), kind, AMIO__SLOT_LIVE) ||
-	    !(kinds & AMIO__KIND_BIT(kind)))
+	if ((w >> 4) != amio__id_gen(id) || !(kinds & AMIO__KIND_BIT((w >> 2) & 3)) ||
+	    !(states & (1u << (w & 3))))
 		return 0;
 	return w;
 }
 
 bool amio__registry_live(const struct amio__registry *reg, uint64_t id, unsigned kinds)
 {
-	return live_word(reg, id, kinds) != 0;
+	return word_in(reg, id, kinds, 1u << AMIO__SLOT_LIVE) != 0;
+}
+
+bool amio__registry_known(const struct amio__registry *reg, uint64_t id)
+{
+	return word_in(reg, id, AMIO__KIND_ANY,
+	               1u << AMIO__SLOT_LIVE | 1u << AMIO__SLOT_CLOSING | 1u << AMIO__SLOT_FIRED) !=
+	       0;
+}
+
+/* CAS id's word from one of states to CLOSING or FIRED (to). */
+static bool move(struct amio__registry *reg, uint64_t id, unsigned kinds, unsigned states,
+                 unsigned to)
+{
+	uint64_t w = word_in(reg, id, kinds, states);
+
+	/* Full CAS: the winner's later command enqueue is ordered after it, and
+	 * the reap- and hand-out-time loads see the new state from then on.
+	 * A loser lost to another close (or the slot moved on): -ENOENT. */
+	return w && ck_pr_cas_64(&reg->words[amio__id_slot(id)], w, (w & ~UINT64_C(3)) | to);
 }
 
 int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds)
 {
-	uint64_t live = live_word(reg, id, kinds), closing;
+	/* FIRED too: a one-shot whose notification is not handed out yet can
+	 * still be cancelled, and then never is. */
+	return move(reg, id, kinds, 1u << AMIO__SLOT_LIVE | 1u << AMIO__SLOT_FIRED,
+	            AMIO__SLOT_CLOSING)
+	           ? 0
+	           : -ENOENT;
+}
 
-	if (!live)
-		return -ENOENT;
-	closing = (live & ~UINT64_C(3)) | AMIO__SLOT_CLOSING;
-	/* Full CAS: the winner's later command enqueue is ordered after it, and
-	 * the poll thread's reap-time load sees CLOSING from then on. */
-	return ck_pr_cas_64(&reg->words[amio__id_slot(id)], live, closing) ? 0 : -ENOENT;
+bool amio__registry_fire(struct amio__registry *reg, uint64_t id)
+{
+	return move(reg, id, AMIO__KIND_ANY, 1u << AMIO__SLOT_LIVE, AMIO__SLOT_FIRED);
+}
+
+bool amio__registry_take(struct amio__registry *reg, uint64_t id)
+{
+	return move(reg, id, AMIO__KIND_ANY, 1u << AMIO__SLOT_FIRED, AMIO__SLOT_CLOSING);
 }
 
 void amio__registry_release(struct amio__registry *reg, uint32_t slot)
 {
 	struct amio__entry *e = &reg->entries[slot];
 	uint32_t armgen = e->armgen;
+	uint64_t w = amio__word_load(&reg->words[slot]);
 	uint64_t head = __atomic_load_n(&reg->free_head, __ATOMIC_RELAXED);
 
 	/* armgen survives reuse: a POLL_REMOVE still queued for the old poll
 	 * names (slot, old armgen) and must never match the next poll. */
 	memset(e, 0, sizeof(*e));
 	e->armgen = armgen;
+	/* FREE keeps the generation: a command or channel raise that arrives
+	 * after this release names a FREE word and is ignored (amio__entry_for),
+	 * and the next allocation takes generation + 1. */
+	amio__word_store(&reg->words[slot], (w & ~UINT64_C(3)) | AMIO__SLOT_FREE);
+	/* A slot at the last generation is retired: one more allocation would
+	 * make an id >= 2^63, which is not a positive int64. */
+	if ((w >> 4) >= AMIO__MAX_GEN)
+		return;
 	/* Release CAS: the entry reset and the link before the slot is
 	 * published (pairs with pop_free's acquire). */
 	do

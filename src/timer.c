@@ -7,24 +7,21 @@
 
 #include "internal.h"
 
-/* Above this many ms the deadline in ns would not fit an int64_t. */
-#define MAX_TIMER_MS (UINT64_C(1) << 53)
-
 /* ---- Registrar side ------------------------------------------------------- */
 
 static int64_t add_timer(amio_registrar *r, uint64_t ms, uint64_t period_ms, void *data)
 {
+	struct amio__cmd c = {.op = AMIO__OP_TIMER, .data = data};
+
+	/* Checked before any arithmetic: AMIO_TIMER_MAX_MS in ns (4.4e18) plus
+	 * CLOCK_MONOTONIC (under 4.7e18 for 150 years of uptime) still fits an
+	 * int64_t, the kernel's timespec. */
+	if (ms > AMIO_TIMER_MAX_MS)
+		return -EINVAL;
 	/* The deadline is taken here, on the caller's clock: a poller that
 	 * applies the command late cannot make the timer late by as much. */
-	struct amio__cmd c = {
-	    .op = AMIO__OP_TIMER,
-	    .data = data,
-	    .deadline_ns = amio__now_ns() + (int64_t)ms * 1000000,
-	    .period_ns = (int64_t)period_ms * 1000000,
-	};
-
-	if (ms > MAX_TIMER_MS)
-		return -EINVAL;
+	c.deadline_ns = amio__now_ns() + (int64_t)ms * 1000000;
+	c.period_ns = (int64_t)period_ms * 1000000;
 	return amio__registrar_add(r, AMIO__KIND_TIMER, &c);
 }
 
@@ -47,17 +44,17 @@ int amio_cancel_timer(amio_registrar *r, uint64_t id)
 
 /* ---- Poll thread side ----------------------------------------------------- */
 
-/* A one-shot timer finishes itself: its id is closed by the poller, unless
- * a cancel won the race (then the tick is not reported). */
+/* A one-shot timer finishes itself: LIVE -> FIRED, and its notification
+ * carries AMIO__FINAL. Whoever hands it out moves FIRED -> CLOSING; an
+ * amio_cancel_timer until then still wins and the notification is refused,
+ * so cancel's 0 always means "never delivered". The slot is released once
+ * the notification is handed out (or refused), or the cancel is applied. */
 static void finish_oneshot(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
-	bool won = amio__registry_close(&p->reg, e->id, AMIO__KIND_BIT(AMIO__KIND_TIMER)) == 0;
-
-	if (won) {
+	if (amio__registry_fire(&p->reg, e->id))
 		amio__notify(p, e, AMIO_TIMER | AMIO__FINAL, 0);
-		e->flags |= AMIO__E_DEREGISTERED;
-	}
-	amio__maybe_free(p, e, slot);
+	else
+		amio__maybe_free(p, e, slot); /* a cancel won the race */
 }
 
 /* The first tick of an interval (or every tick without multishot timeouts):
