@@ -6,8 +6,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include <ck_pr.h>
-#include <ck_ring.h>
+#include "ck.h"
 
 #include "amio.h"
 #include "backend.h"
@@ -67,26 +66,15 @@ enum amio__kind { AMIO__KIND_SOCKET = 0, AMIO__KIND_TIMER = 1, AMIO__KIND_CHANNE
 #define AMIO__KIND_BIT(k) (1u << (k))
 #define AMIO__KIND_ANY    7u
 
-/* Slot words are read on every reap and hand-out. Under TSan, ck_pr's load
- * and store are plain volatile accesses; so many of them overflow TSan's
- * history, the stack of a report cannot be restored and tsan.supp cannot
- * match it. There the words use atomics TSan sees; elsewhere ck_pr. */
+/* Slot words: read on every reap and hand-out (acquire under TSan, ck.h). */
 static inline uint64_t amio__word_load(uint64_t *w)
 {
-#if defined(__SANITIZE_THREAD__)
-	return __atomic_load_n(w, __ATOMIC_ACQUIRE);
-#else
 	return ck_pr_load_64(w);
-#endif
 }
 
 static inline void amio__word_store(uint64_t *w, uint64_t v)
 {
-#if defined(__SANITIZE_THREAD__)
-	__atomic_store_n(w, v, __ATOMIC_RELEASE);
-#else
 	ck_pr_store_64(w, v);
-#endif
 }
 
 /* The in_call handshake (a registrar entering and leaving a call, the

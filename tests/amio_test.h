@@ -4,7 +4,8 @@
 #define AMIO_TEST_H
 
 #include <check.h>
-#include <ck_pr.h>
+/* ck_pr as the library sees it: TSan-visible atomics under TSan. */
+#include "../src/ck.h"
 #include <stdbool.h>
 #include <stdint.h>
 #include <dirent.h>
