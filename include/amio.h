@@ -32,7 +32,12 @@ extern "C" {
 
 /* Events a registration asks for and notifications report (bit flags). */
 enum {
-	AMIO_READ = 1u << 0,  /* readable, or EOF: read until -EAGAIN */
+	/* Readable, or EOF: read until -EAGAIN (edge-triggered) or 0 (EOF).
+	 * A read shorter than asked does not prove the socket is drained,
+	 * unless AMIO_HUP came with it: a peer that sends its last bytes and
+	 * FIN together gives one READ | HUP, and no later edge; read on to 0
+	 * then, or the connection stays open until an idle timeout. */
+	AMIO_READ = 1u << 0,
 	AMIO_WRITE = 1u << 1, /* writable */
 	AMIO_BOTH = AMIO_READ | AMIO_WRITE,
 	AMIO_HUP = 1u << 2,     /* peer closed or half-closed (POLLHUP; POLLRDHUP, asked
@@ -65,9 +70,11 @@ typedef struct amio_notification {
 	uint64_t id;     /* the registration's id */
 	void *data;      /* the pointer given at registration, untouched */
 	uint32_t events; /* AMIO_READ | AMIO_WRITE | AMIO_HUP | AMIO_ERROR | ... */
-	int32_t error;   /* with AMIO_ERROR: -errno of a failed command (e.g. -EBADF),
-	                    or 0 for a socket error (POLLERR): its errno comes
-	                    from the next read/write or getsockopt(SO_ERROR) */
+	int32_t error;   /* with AMIO_ERROR: -errno of a failed command (e.g. -EBADF,
+	                    -EPERM), or 0 for a socket error (POLLERR): its errno
+	                    comes from the next read/write or getsockopt(SO_ERROR).
+	                    amio does not read SO_ERROR itself: reading clears it,
+	                    and a non-blocking connect() reports its result there. */
 } amio_notification;
 
 typedef struct amio_poller amio_poller;       /* one per poll thread */
@@ -115,6 +122,14 @@ enum {
 	AMIO_POLLER_NO_RINGLESS_MSG = 1u << 1,      /* wake through a per-registrar ring */
 	AMIO_POLLER_NO_MULTISHOT_TIMEOUT = 1u << 2, /* re-arm interval timers each tick */
 	AMIO_POLLER_NO_SPIN = 1u << 3,              /* sleep at once when idle, whatever spin_us */
+	/* The poll thread puts itself in SCHED_BATCH at its first wait/run
+	 * (sched_setscheduler on that thread): its wakeups then no longer
+	 * preempt a worker sharing its CPU, so batches grow. Measured on one
+	 * pinned CPU shared with a worker: 1.5x requests/s (bench/results/
+	 * echo-2026-11-24-sched-batch.md). Costs wakeup latency when the CPU
+	 * is busy: leave it off when the poll thread has a CPU of its own.
+	 * If the kernel refuses, the first wait/run returns its -errno. */
+	AMIO_POLLER_SCHED_BATCH = 1u << 4,
 };
 
 /* Registrar flags. */
@@ -247,7 +262,7 @@ AMIO_API void amio_registrar_free(amio_registrar *r);
  * SQE could be had).
  * Returns: the id (> 0), valid until amio_deregister. Errors: -EBADF (fd < 0),
  * -EINVAL (no READ/WRITE, unknown bits, LEVEL with ONESHOT), -EAGAIN (the
- * command queue is full: let the poller run, retry), -ENOSPC
+ * command queue is full: amio_registrar_wait_room, then retry), -ENOSPC
  * (max_registrations live ids), -ESHUTDOWN.
  * Thread: the registrar's thread; wakes a sleeping poller (wakeups coalesce).
  */
@@ -272,6 +287,20 @@ AMIO_API int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events);
  * Thread: the registrar's thread (any registrar of the poller).
  */
 AMIO_API int amio_deregister(amio_registrar *r, uint64_t id);
+
+/*
+ * Wait until r's command queue has room for one command: the way out of
+ * -EAGAIN from amio_register and friends when the poll thread runs
+ * elsewhere (a spin on sched_yield there burns the CPU the poller needs).
+ * Wakes a sleeping poller, then sleeps on a futex the poll thread bumps
+ * when it takes commands from a full queue (one syscall per refill, none
+ * while nobody waits). timeout_ms: 0 = only look, -1 = no limit.
+ * Returns: 0 (room for at least one command). Errors: -ETIMEDOUT (still
+ * full), -EINVAL (r NULL, timeout_ms below -1), -ESHUTDOWN.
+ * Thread: the registrar's thread; never the poll thread (nobody would
+ * drain the queue).
+ */
+AMIO_API int amio_registrar_wait_room(amio_registrar *r, int timeout_ms);
 
 /*
  * Inbox mode: wait for notifications of ids registered through r.

@@ -2,9 +2,13 @@
 #ifndef AMIO_INTERNAL_H
 #define AMIO_INTERNAL_H
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ck.h"
 
@@ -20,6 +24,22 @@ static inline int64_t amio__now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sleep while *word == seen, up to timeout_ns (-1: no limit); a wake, a
+ * signal or a changed word ends it (the caller re-checks). */
+static inline void amio__futex_wait(uint32_t *word, uint32_t seen, int64_t timeout_ns)
+{
+	struct timespec ts = {timeout_ns / 1000000000, timeout_ns % 1000000000};
+
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, seen, timeout_ns < 0 ? NULL : &ts, NULL, 0);
+}
+
+/* Bump *word and wake everyone asleep on it. */
+static inline void amio__futex_bump(uint32_t *word)
+{
+	ck_pr_inc_32(word);
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
 /* The poller's incoming-registrar stack once amio_poller_free ran. */
@@ -254,11 +274,13 @@ struct amio_registrar {
 	struct amio__cmd *cmdq_buf;
 	amio_poller *p;
 	uint32_t flags;
-	uint32_t refs;        /* owner + poller; the last one frees */
-	uint32_t closed;      /* set by amio_registrar_free */
-	uint32_t overflowed;  /* poller has notifications the inbox had no room for */
-	uint32_t in_call;     /* inside a call that touches the poller (shutdown handshake) */
-	uint32_t level_watch; /* poll thread: a LEVEL entry waits for our next wait (kick then) */
+	uint32_t refs;         /* owner + poller; the last one frees */
+	uint32_t closed;       /* set by amio_registrar_free */
+	uint32_t overflowed;   /* poller has notifications the inbox had no room for */
+	uint32_t in_call;      /* inside a call that touches the poller (shutdown handshake) */
+	uint32_t level_watch;  /* poll thread: a LEVEL entry waits for our next wait (kick then) */
+	uint32_t room_seq;     /* futex: bumped by the poll thread when it makes room ... */
+	uint32_t room_waiting; /* ... for an owner asleep in amio_registrar_wait_room */
 
 	/* Inbox: poller produces, registrar consumes. */
 	struct ck_ring inbox;
@@ -438,6 +460,9 @@ struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id);
 
 /* registrar.c */
 void amio__registrar_unref(amio_registrar *r);
+/* Poll thread, after taking commands from a queue it found full: wake an
+ * owner asleep in amio_registrar_wait_room. */
+void amio__registrar_room(amio_registrar *r);
 /* Allocate an id of kind and queue c for it (c->id filled). id or -errno. */
 int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *c);
 /* Close id (one of kinds) and queue its DEREGISTER. 0 or -errno. */

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,7 +29,8 @@ static int config(struct amio_poller_config *c, const struct amio_poller_config 
 	else
 		memset(c, 0, sizeof(*c));
 	if (c->flags & ~(uint32_t)(AMIO_POLLER_NO_DEFER_TASKRUN | AMIO_POLLER_NO_RINGLESS_MSG |
-	                           AMIO_POLLER_NO_MULTISHOT_TIMEOUT | AMIO_POLLER_NO_SPIN))
+	                           AMIO_POLLER_NO_MULTISHOT_TIMEOUT | AMIO_POLLER_NO_SPIN |
+	                           AMIO_POLLER_SCHED_BATCH))
 		return -EINVAL;
 	/* The kernel's limits (IORING_MAX_ENTRIES 32768, IORING_MAX_CQ_ENTRIES
 	 * 65536) with our CQ of at least 4x the SQ: above these sizes
@@ -131,10 +133,13 @@ void amio_poller_free(amio_poller *p)
 			ck_pr_stall();
 	/* Senders asleep in amio_channel_send_wait: they return -ESHUTDOWN. */
 	amio__channels_shutdown(p);
-	/* Workers asleep on their inbox would never learn of the shutdown. */
-	for (r = p->registrars; r; r = r->next)
+	/* Workers asleep on their inbox, or waiting for queue room, would
+	 * never learn of the shutdown. */
+	for (r = p->registrars; r; r = r->next) {
 		if (r->flags & AMIO_INBOX)
 			(void)amio__backend_wake_waiter_now(p, &r->waiter);
+		amio__futex_bump(&r->room_seq);
+	}
 	/* Exiting the ring cancels every poll, so users' close() sends FIN. */
 	amio__backend_destroy(p);
 	amio__registry_destroy(&p->reg);
@@ -478,11 +483,14 @@ static void bury(amio_poller *p)
  * commands must all be applied before it is retired. */
 static void drain_commands(amio_poller *p, amio_registrar *r, bool all)
 {
-	unsigned n = all ? UINT_MAX : ck_ring_size(&r->cmdq);
+	unsigned size = ck_ring_size(&r->cmdq), n = all ? UINT_MAX : size;
 	struct amio__cmd c;
 
 	while (n-- && ck_ring_dequeue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, &c))
 		apply(p, r, &c);
+	/* Only a full queue can have its owner waiting for room. */
+	if (size >= ck_ring_capacity(&r->cmdq) - 1)
+		amio__registrar_room(r);
 }
 
 static void adopt(amio_poller *p)
@@ -628,6 +636,13 @@ static int enable(amio_poller *p)
 
 	if (p->enabled)
 		return pthread_equal(p->poll_thread, pthread_self()) ? 0 : -EEXIST;
+	if (p->cfg_flags & AMIO_POLLER_SCHED_BATCH) {
+		struct sched_param sp = {.sched_priority = 0};
+
+		/* Linux applies the policy to the calling thread (pid 0). */
+		if (sched_setscheduler(0, SCHED_BATCH, &sp) < 0)
+			return -errno;
+	}
 	rc = amio__backend_enable(p);
 	if (rc < 0)
 		return rc;

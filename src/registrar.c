@@ -122,6 +122,53 @@ static bool queue_full(amio_registrar *r)
 	return ck_ring_size(&r->cmdq) >= ck_ring_capacity(&r->cmdq) - 1;
 }
 
+void amio__registrar_room(amio_registrar *r)
+{
+	/* Our dequeues before the waiting load: a store-buffering pair with
+	 * amio_registrar_wait_room (its flag store, then its queue re-check).
+	 * Paid only when the queue was full. */
+	ck_pr_fence_store_load();
+	if (ck_pr_load_32(&r->room_waiting))
+		amio__futex_bump(&r->room_seq);
+}
+
+int amio_registrar_wait_room(amio_registrar *r, int timeout_ms)
+{
+	int64_t deadline = timeout_ms > 0 ? amio__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
+
+	if (!r || timeout_ms < -1)
+		return -EINVAL;
+	for (;;) {
+		int64_t left = -1;
+		uint32_t seq;
+		bool full;
+		int rc = enter(r);
+
+		if (rc < 0)
+			return rc;
+		ck_pr_store_32(&r->room_waiting, 1);
+		/* waiting before the queue re-check; pairs with
+		 * amio__registrar_room. */
+		ck_pr_fence_store_load();
+		seq = ck_pr_load_32(&r->room_seq);
+		full = queue_full(r);
+		if (full)
+			amio__poller_kick(r->p, r); /* a sleeping poller drains nothing */
+		leave(r);
+		if (!full) {
+			ck_pr_store_32(&r->room_waiting, 0);
+			return 0;
+		}
+		if (timeout_ms >= 0 && (left = deadline - amio__now_ns()) <= 0) {
+			ck_pr_store_32(&r->room_waiting, 0);
+			return -ETIMEDOUT;
+		}
+		/* Outside enter/leave: amio_poller_free waits for in_call to
+		 * clear, then bumps room_seq to end this sleep. */
+		amio__futex_wait(&r->room_seq, seq, left);
+	}
+}
+
 static void push(amio_registrar *r, struct amio__cmd *c)
 {
 	bool ok = ck_ring_enqueue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, c);
@@ -229,36 +276,36 @@ int amio_deregister(amio_registrar *r, uint64_t id)
  * Returns the count, or -ESHUTDOWN (the registry is gone with the poller). */
 static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap, bool first)
 {
+	uint64_t before = r->popped;
 	size_t n = 0, taken = 0;
 	bool kick = false;
 	int rc = enter(r);
 
 	if (rc < 0)
 		return rc;
-	if (first) {
-		/* Every notification taken so far was seen by our caller. */
-		ck_pr_store_64(&r->wait_mark, r->popped);
-		/* wait_mark before the hint load; pairs with the poll thread
-		 * (its hint store, then sleep_ok's fence and wait_mark load). */
-		ck_pr_fence_store_load();
-		kick = ck_pr_load_32(&r->level_watch);
-	}
 	while (n < cap && ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &out[n])) {
 		taken++;
 		n += amio__deliverable(r->p, &out[n]);
 	}
+	/* Every notification taken before this call was seen by our caller. */
+	if (first)
+		ck_pr_store_64(&r->wait_mark, before);
 	if (taken) {
-		/* Release: our hand-outs (a fired one-shot's FIRED -> CLOSING)
-		 * before the count the poll thread releases slots by. */
+		/* Our hand-outs (a fired one-shot's FIRED -> CLOSING) before
+		 * the count the poll thread releases their slots by. */
 		ck_pr_fence_store();
-		ck_pr_store_64(&r->popped, r->popped + taken);
-		/* The dequeues before the overflowed load: a store-buffering
-		 * pair with the poller, which sets overflowed, then (fence)
-		 * reads our ring head before sleeping. Without the fence each
-		 * side can miss the other's store, even on x86, and the
-		 * overflowed notifications wait for unrelated work. */
+		ck_pr_store_64(&r->popped, before + taken);
+	}
+	if (first || taken) {
+		/* Our stores (dequeues, wait_mark) before the loads of the
+		 * poller's flags: store-buffering pairs with the poller, which
+		 * sets overflowed or level_watch, then (sleep_ok's fence) reads
+		 * our ring head and counts before sleeping. Without the fence
+		 * each side can miss the other's store, even on x86, and the
+		 * poller sleeps on work only we could have told it about. */
 		ck_pr_fence_store_load();
-		kick |= ck_pr_load_32(&r->overflowed) != 0;
+		kick = (first && ck_pr_load_32(&r->level_watch)) ||
+		       (taken && ck_pr_load_32(&r->overflowed));
 	}
 	if (kick)
 		amio__poller_kick(r->p, r);

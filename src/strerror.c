@@ -8,7 +8,10 @@ const char *amio_strerror(int err)
 {
 	switch (err) {
 	case 0:
-		return "success";
+		return "0: no error code (with AMIO_ERROR from a socket, POLLERR: "
+		       "getsockopt(SO_ERROR) or the next read/write gives the errno)";
+	case -ETIMEDOUT:
+		return "-ETIMEDOUT: the wait for room ended with none";
 	case -EAGAIN:
 		return "-EAGAIN: queue full or nothing ready; let the other side run, then retry";
 	case -EBADF:

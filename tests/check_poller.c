@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
+#include <sched.h>
+
 #include "amio_test.h"
 
 struct fixture {
@@ -609,6 +611,26 @@ START_TEST(stats_count_enters_and_notifications)
 }
 END_TEST
 
+/* AMIO_POLLER_SCHED_BATCH: the first wait puts the poll thread (and only
+ * it) in SCHED_BATCH; a poller without the flag leaves the policy alone. */
+START_TEST(sched_batch_flag_moves_the_poll_thread_to_sched_batch)
+{
+	struct amio_poller_config cfg = {.flags = AMIO_POLLER_SCHED_BATCH};
+	amio_poller *p = t_poller(NULL);
+	amio_notification n[4];
+
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 0);
+	ck_assert_int_eq(sched_getscheduler(0), SCHED_OTHER);
+	amio_poller_free(p);
+	p = t_poller(&cfg);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 0);
+	ck_assert_int_eq(sched_getscheduler(0), SCHED_BATCH);
+	amio_poller_free(p);
+	cfg.flags = 1u << 20;
+	ck_assert_int_eq(amio_poller_new(&p, &cfg), -EINVAL);
+}
+END_TEST
+
 static Suite *poller_suite(void)
 {
 	Suite *s = suite_create("poller");
@@ -620,6 +642,7 @@ static Suite *poller_suite(void)
 	tcase_add_test(tc, wait_rejects_bad_arguments_and_returns_nothing_when_idle);
 	tcase_add_test(tc, bad_registrations_fail_at_once);
 	tcase_add_test(tc, stats_count_enters_and_notifications);
+	tcase_add_test(tc, sched_batch_flag_moves_the_poll_thread_to_sched_batch);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("readiness");

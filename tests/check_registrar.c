@@ -362,6 +362,97 @@ START_TEST(reregister_churn_under_traffic_leaves_no_poll_behind)
 }
 END_TEST
 
+/* ---- Waiting for room in a full command queue ---------------------------- */
+
+struct room_poll {
+	amio_poller *p;
+	int stop;
+};
+
+static void *room_poll_thread(void *arg)
+{
+	struct room_poll *rp = arg;
+	amio_notification n[16];
+
+	while (!ck_pr_load_int(&rp->stop))
+		ck_assert_int_ge(amio_poller_wait(rp->p, n, 16, 20), 0);
+	return NULL;
+}
+
+/* A worker fills its 8-command queue with timers while the poll thread runs
+ * on another thread; amio_registrar_wait_room must return 0 only once there
+ * is room (the next command is accepted) and must not miss the poller's
+ * drain (a lost wakeup shows as -ETIMEDOUT after 5 s). */
+START_TEST(wait_room_sleeps_until_the_poller_drains_a_full_queue)
+{
+	struct amio_poller_config cfg = {.queue_entries = 8};
+	struct room_poll rp = {.p = t_poller(&cfg)};
+	amio_registrar *r;
+	pthread_t t;
+	int queued = 0, rooms = 0;
+
+	ck_assert_int_eq(amio_registrar_new(rp.p, 0, &r), 0);
+	/* Before the poll thread runs: the queue fills, and a look (0 ms)
+	 * says so. */
+	while (amio_set_timeout(r, 1000000, NULL) > 0)
+		queued++;
+	ck_assert_int_eq(queued, 7); /* a ck_ring of 8 holds 7 */
+	ck_assert_int_eq(amio_registrar_wait_room(r, 0), -ETIMEDOUT);
+	ck_assert_int_eq(amio_registrar_wait_room(r, 30), -ETIMEDOUT);
+	ck_assert_int_eq(amio_registrar_wait_room(r, -2), -EINVAL);
+	ck_assert_int_eq(pthread_create(&t, NULL, room_poll_thread, &rp), 0);
+	for (int i = 0; i < t_scale(2000); i++) {
+		int64_t id = amio_set_timeout(r, 1000000, NULL);
+
+		if (id == -EAGAIN) {
+			ck_assert_int_eq(amio_registrar_wait_room(r, 5000), 0);
+			rooms++;
+			id = amio_set_timeout(r, 1000000, NULL);
+		}
+		ck_assert_int_gt(id, 0);
+	}
+	ck_pr_store_int(&rp.stop, 1);
+	pthread_join(t, NULL);
+	printf("wait_room: %d waits for room in %d commands\n", rooms, t_scale(2000));
+	amio_registrar_free(r);
+	amio_poller_free(rp.p);
+}
+END_TEST
+
+struct room_waiter {
+	amio_registrar *r;
+	int rc;
+};
+
+static void *room_waiter_thread(void *arg)
+{
+	struct room_waiter *w = arg;
+
+	w->rc = amio_registrar_wait_room(w->r, -1);
+	return NULL;
+}
+
+/* Freeing the poller ends an unbounded wait for room with -ESHUTDOWN. */
+START_TEST(poller_free_ends_a_wait_for_room)
+{
+	struct amio_poller_config cfg = {.queue_entries = 2};
+	amio_poller *p = t_poller(&cfg);
+	struct room_waiter w = {.rc = 1};
+	pthread_t t;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &w.r), 0);
+	ck_assert_int_gt(amio_set_timeout(w.r, 1000000, NULL), 0);
+	ck_assert_int_eq(amio_set_timeout(w.r, 1000000, NULL), -EAGAIN);
+	ck_assert_int_eq(pthread_create(&t, NULL, room_waiter_thread, &w), 0);
+	usleep(50 * 1000);
+	ck_assert_int_eq(ck_pr_load_int(&w.rc), 1); /* still asleep */
+	amio_poller_free(p);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(w.rc, -ESHUTDOWN);
+	amio_registrar_free(w.r);
+}
+END_TEST
+
 static Suite *registrar_suite(void)
 {
 	Suite *s = suite_create("registrar");
@@ -376,6 +467,12 @@ static Suite *registrar_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, four_threads_register_and_deregister_while_the_poller_waits);
 	tcase_add_test(tc, reregister_churn_under_traffic_leaves_no_poll_behind);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("room");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, wait_room_sleeps_until_the_poller_drains_a_full_queue);
+	tcase_add_test(tc, poller_free_ends_a_wait_for_room);
 	suite_add_tcase(s, tc);
 	return s;
 }
