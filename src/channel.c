@@ -151,6 +151,9 @@ int amio_channel_new(amio_registrar *r, size_t capacity, size_t msg_size, void *
 		return (int)id;
 	}
 	ch->id = (uint64_t)id;
+	/* Before the caller can hand ch to a sender: a notification for id
+	 * exists only after a send. */
+	amio__registry_set_obj(&ch->p->reg, ch->id, ch);
 	/* The poller frees the handle: senders may still hold it. */
 	ck_pr_inc_32(&ch->p->refs);
 	push_all(ch->p, ch);
@@ -471,6 +474,16 @@ void amio__channels_handle(amio_poller *p)
 			amio__notify(p, e, AMIO_CHANNEL, 0);
 		}
 	}
+}
+
+bool amio__channel_stale(amio_poller *p, uint64_t id)
+{
+	amio_channel *ch = amio__registry_obj(&p->reg, id);
+
+	/* The handle outlives amio_channel_free until the poller is freed. A
+	 * drain after the notification was made withdrew it (raised 0), as
+	 * it does before it is made. */
+	return ch && (ck_pr_load_32(&ch->closed) || !ck_pr_load_32(&ch->raised));
 }
 
 void amio__channels_shutdown(amio_poller *p)

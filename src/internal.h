@@ -218,10 +218,11 @@ struct amio__ovf {
 struct amio__registry {
 	uint32_t cap;                  /* usable slots: 1 .. cap (slot 0 unused) */
 	uint64_t *words;               /* cap + 1 slot words */
+	void **objs;                   /* cap + 1: a channel id's amio_channel (any thread) */
 	struct amio__entry *entries;   /* cap + 1 entries, poll thread only */
 	uint32_t *next_free;           /* cap + 1 links of the free stack */
 	size_t words_len, entries_len; /* mapping lengths */
-	size_t next_len;
+	size_t next_len, objs_len;
 	/* Freed slots, a LIFO stack: tag << AMIO__SLOT_BITS | top slot (0 =
 	 * empty). The poller pushes, registrars pop; every CAS bumps the tag,
 	 * so a pop that read a stale link fails (ABA). A stack, not a ring:
@@ -248,6 +249,10 @@ bool amio__registry_fire(struct amio__registry *reg, uint64_t id);
 /* Hand out a fired one-shot's notification: FIRED -> CLOSING (its consumer's
  * thread). False if amio_cancel_timer won: the notification is dropped. */
 bool amio__registry_take(struct amio__registry *reg, uint64_t id);
+/* The object of a live id (a channel), stored once by its creator before it
+ * publishes it (any thread); NULL if id is not live or has none. */
+void amio__registry_set_obj(struct amio__registry *reg, uint64_t id, void *obj);
+void *amio__registry_obj(const struct amio__registry *reg, uint64_t id);
 /* Give a closed slot back as FREE (poll thread only); retires a slot at
  * AMIO__MAX_GEN. */
 void amio__registry_release(struct amio__registry *reg, uint32_t slot);
@@ -480,5 +485,8 @@ void amio__channels_handle(amio_poller *p);
 /* amio_poller_free: wake senders blocked in amio_channel_send_wait. */
 void amio__channels_shutdown(amio_poller *p);
 void amio__channels_free_all(amio_poller *p);
+/* Hand-out time (any thread): an AMIO_CHANNEL notification made before
+ * its channel was drained (try_recv returned -EAGAIN) or freed. */
+bool amio__channel_stale(amio_poller *p, uint64_t id);
 
 #endif /* AMIO_INTERNAL_H */

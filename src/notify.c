@@ -277,6 +277,8 @@ bool amio__deliverable(amio_poller *p, amio_notification *n)
 		 * 0 always means "never delivered". */
 		return amio__registry_take(&p->reg, n->id);
 	}
+	if (n->events == AMIO_CHANNEL && amio__channel_stale(p, n->id))
+		return false;
 	return amio__registry_live(&p->reg, n->id, AMIO__KIND_ANY);
 }
 

@@ -237,6 +237,28 @@ void amio__push_pending(amio_poller *p, struct amio__entry *e)
 	*list = e;
 }
 
+/* Take e's request out of the kernel. Its CQEs from now on carry a stale
+ * armgen and are never reported, even when no SQE can be had for the
+ * removal now: then it is retried from the pending list (the poll keeps a
+ * file reference, so close() sends no FIN, until it is removed). One retry
+ * at a time: a second failed removal before the first went out (the SQ
+ * full and its submit failing twice in a row) leaves that request in the
+ * kernel until the ring exits, still never reported. */
+static void disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	uint32_t armgen = e->armgen;
+
+	if (amio__backend_disarm(p, e, slot) == 0)
+		return;
+	e->armgen++;
+	e->flags &= ~AMIO__E_ARMED;
+	if (e->flags & AMIO__E_RETRY)
+		return;
+	e->retry_armgen = armgen;
+	e->flags |= AMIO__E_RETRY;
+	amio__push_pending(p, e);
+}
+
 /* Bring the kernel in line with the entry: armed while live and not parked,
  * removed once deregistered; then free it if nothing references it. */
 void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
@@ -244,16 +266,15 @@ void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	int rc;
 
 	if (!amio__entry_live(p, e)) {
-		/* No SQE for the removal: retry on the next iteration, the poll
-		 * keeps a file reference until it is removed. */
-		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0)
-			amio__push_pending(p, e);
+		if (e->flags & AMIO__E_ARMED)
+			disarm(p, e, slot);
 		amio__maybe_free(p, e, slot);
 		return;
 	}
 	/* Channels have no kernel request: their sends raise them directly.
-	 * An inbox LEVEL entry is armed by the watch list (amio__watch_check). */
-	if ((e->flags & (AMIO__E_ARMED | AMIO__E_PARKED | AMIO__E_LEVEL_WAIT)) ||
+	 * An inbox LEVEL entry is armed by the watch list (amio__watch_check);
+	 * one with a removal to retry, once that went out (run_pending). */
+	if ((e->flags & (AMIO__E_ARMED | AMIO__E_PARKED | AMIO__E_LEVEL_WAIT | AMIO__E_RETRY)) ||
 	    e->kind == AMIO__KIND_CHANNEL)
 		return;
 	rc = amio__backend_arm(p, e, slot);
@@ -308,6 +329,7 @@ static void poll_ended(amio_poller *p, struct amio__entry *e)
 void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more)
 {
 	struct amio__entry *e = &p->reg.entries[slot];
+	uint32_t ev;
 
 	if (!more)
 		e->inflight--;
@@ -348,7 +370,9 @@ void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, 
 	}
 	if (!more)
 		poll_ended(p, e);
-	amio__notify(p, e, to_events(res, e->events), 0);
+	ev = to_events(res, e->events);
+	if (ev) /* a mask with nothing asked for is no notification */
+		amio__notify(p, e, ev, 0);
 }
 
 /* ---- Commands ----------------------------------------------------------- */
@@ -406,11 +430,8 @@ static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 			amio__watch_unlink(e);
 			e->flags &= ~AMIO__E_LEVEL_WAIT;
 		}
-		if ((e->flags & AMIO__E_ARMED) && amio__backend_disarm(p, e, slot) < 0) {
-			e->flags |= AMIO__E_PARKED;
-			amio__notify(p, e, AMIO_ERROR, -EBUSY);
-			return;
-		}
+		if (e->flags & AMIO__E_ARMED)
+			disarm(p, e, slot);
 		break;
 	case AMIO__OP_DEREGISTER:
 		e->flags |= AMIO__E_DEREGISTERED;
@@ -541,6 +562,8 @@ void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen)
 	 * while inflight > 0). Retry now; without an SQE, on the next wait. */
 	if (e->inflight == 0 || amio__backend_remove(p, e, slot, armgen) == 0)
 		return;
+	if (e->flags & AMIO__E_RETRY)
+		return; /* one retry at a time (see disarm()) */
 	e->retry_armgen = armgen;
 	e->flags |= AMIO__E_RETRY;
 	amio__push_pending(p, e);

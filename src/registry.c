@@ -26,10 +26,12 @@ int amio__registry_init(struct amio__registry *reg, uint32_t cap)
 	reg->words_len = (size_t)(cap + 1) * sizeof(uint64_t);
 	reg->entries_len = (size_t)(cap + 1) * sizeof(struct amio__entry);
 	reg->next_len = (size_t)(cap + 1) * sizeof(uint32_t);
+	reg->objs_len = (size_t)(cap + 1) * sizeof(void *);
 	reg->words = reserve(reg->words_len);
 	reg->entries = reserve(reg->entries_len);
 	reg->next_free = reserve(reg->next_len);
-	if (!reg->words || !reg->entries || !reg->next_free) {
+	reg->objs = reserve(reg->objs_len);
+	if (!reg->words || !reg->entries || !reg->next_free || !reg->objs) {
 		amio__registry_destroy(reg);
 		return -ENOMEM;
 	}
@@ -45,6 +47,8 @@ void amio__registry_destroy(struct amio__registry *reg)
 		munmap(reg->entries, reg->entries_len);
 	if (reg->next_free)
 		munmap(reg->next_free, reg->next_len);
+	if (reg->objs)
+		munmap(reg->objs, reg->objs_len);
 	memset(reg, 0, sizeof(*reg));
 }
 
@@ -155,6 +159,25 @@ int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds
 	           : -ENOENT;
 }
 
+void amio__registry_set_obj(struct amio__registry *reg, uint64_t id, void *obj)
+{
+	ck_pr_store_ptr(&reg->objs[amio__id_slot(id)], obj);
+}
+
+void *amio__registry_obj(const struct amio__registry *reg, uint64_t id)
+{
+	uint64_t w = word_in(reg, id, AMIO__KIND_ANY, 1u << AMIO__SLOT_LIVE);
+	void *obj;
+
+	if (!w)
+		return NULL;
+	obj = ck_pr_load_ptr(&reg->objs[amio__id_slot(id)]);
+	/* The slot may have moved on between the loads (released, taken by
+	 * another channel): a word unchanged since before says obj is id's. */
+	ck_pr_fence_load();
+	return amio__word_load(&reg->words[amio__id_slot(id)]) == w ? obj : NULL;
+}
+
 bool amio__registry_fire(struct amio__registry *reg, uint64_t id)
 {
 	return move(reg, id, AMIO__KIND_ANY, 1u << AMIO__SLOT_LIVE, AMIO__SLOT_FIRED);
@@ -176,6 +199,7 @@ void amio__registry_release(struct amio__registry *reg, uint32_t slot)
 	 * names (slot, old armgen) and must never match the next poll. */
 	memset(e, 0, sizeof(*e));
 	e->armgen = armgen;
+	ck_pr_store_ptr(&reg->objs[slot], NULL);
 	/* FREE keeps the generation: a command or channel raise that arrives
 	 * after this release names a FREE word and is ignored (amio__entry_for),
 	 * and the next allocation takes generation + 1. */
