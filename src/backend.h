@@ -72,8 +72,24 @@ void amio__backend_begin_wait(struct amio_poller *p);
 /* 0 if fd can be polled, -EPERM if the kernel has no poll method for it
  * (regular files, directories), asked of epoll_ctl. Poll thread. */
 int amio__backend_pollable(struct amio_poller *p, int fd);
-/* Reap at most max completions, feeding amio__on_poll. Returns the count. */
-unsigned amio__backend_reap(struct amio_poller *p, unsigned max);
+/* What the kernel finished, in neutral terms: the poll loop dispatches
+ * these; a backend never calls up into it (as Redis ae.c's aeApiPoll fills
+ * fired[] and returns a count). */
+enum amio__ckind {
+	AMIO__C_POLL = 1,    /* a poll request: res = revents (POLLIN...) or -errno */
+	AMIO__C_TIMER,       /* a timer: res = -ETIME when it fired, or -errno */
+	AMIO__C_REMOVE_BUSY, /* a removal met its target mid-completion: retry it */
+};
+struct amio__completion {
+	uint32_t slot;   /* the entry's slot */
+	uint32_t armgen; /* the arm generation the request was made with */
+	int32_t res;
+	uint8_t kind; /* enum amio__ckind */
+	bool more;    /* the request stays armed (multishot) */
+};
+/* Reap at most max completions into out[]. Returns the count. Wakeups and
+ * requests that carry no state are consumed and counted, not returned. */
+unsigned amio__backend_reap(struct amio_poller *p, struct amio__completion *out, unsigned max);
 
 /* Wake the poll thread from another thread (one MSG_RING). from: the caller's
  * waiter if it has a ring, else NULL (ring-less or the poller's stop ring). */

@@ -382,54 +382,52 @@ int amio__backend_pollable(amio_poller *p, int fd)
 
 /* ---- Completion -------------------------------------------------------- */
 
-static void dispatch(amio_poller *p, const struct io_uring_cqe *cqe)
+/* The record a CQE makes, or false for one that carries no state. */
+static bool translate(amio_poller *p, const struct io_uring_cqe *cqe, struct amio__completion *c)
 {
 	uint64_t ud = cqe->user_data;
 
+	c->slot = (uint32_t)(ud & AMIO__SLOT_MASK);
+	c->armgen = (uint32_t)(ud >> AMIO__SLOT_BITS);
+	c->res = cqe->res;
+	c->more = cqe->flags & IORING_CQE_F_MORE;
 	switch (ud >> 56) {
 	case TAG_POLL:
-		amio__on_poll(p, (uint32_t)(ud & AMIO__SLOT_MASK),
-		              (uint32_t)(ud >> AMIO__SLOT_BITS), cqe->res,
-		              cqe->flags & IORING_CQE_F_MORE);
-		break;
+		c->kind = AMIO__C_POLL;
+		return true;
 	case TAG_TIMER:
-		amio__on_timer(p, (uint32_t)(ud & AMIO__SLOT_MASK),
-		               (uint32_t)(ud >> AMIO__SLOT_BITS), cqe->res,
-		               cqe->flags & IORING_CQE_F_MORE);
-		break;
+		c->kind = AMIO__C_TIMER;
+		return true;
+	case TAG_REMOVE:
+		c->kind = AMIO__C_REMOVE_BUSY;
+		return cqe->res == -EALREADY;
 	case TAG_WAKE:
 		AMIO__STAT_ADD(p, wakeups_received, 1);
-		break;
-	case TAG_REMOVE:
-		if (cqe->res == -EALREADY)
-			amio__on_remove_busy(p, (uint32_t)(ud & AMIO__SLOT_MASK),
-			                     (uint32_t)(ud >> AMIO__SLOT_BITS));
-		break;
+		return false;
 	default:
 		/* TAG_MSG failures, REMOVE's -ENOENT (the poll had already
 		 * ended; -EBADFD: a waiter ring is gone) carry no state. */
-		break;
+		return false;
 	}
 }
 
-unsigned amio__backend_reap(amio_poller *p, unsigned max)
+unsigned amio__backend_reap(amio_poller *p, struct amio__completion *out, unsigned max)
 {
 	struct io_uring *ring = &p->be.ring;
 	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
+	unsigned head, seen = 0, n = 0;
 
 	if (io_uring_cq_has_overflow(ring))
 		AMIO__STAT_ADD(p, overflows, 1);
-	p->batch++;
 	io_uring_for_each_cqe(ring, head, cqe)
 	{
 		if (n == max)
 			break;
-		dispatch(p, cqe);
-		n++;
+		seen++;
+		n += translate(p, cqe, &out[n]);
 	}
-	io_uring_cq_advance(ring, n);
-	AMIO__STAT_ADD(p, cqes, n);
+	io_uring_cq_advance(ring, seen);
+	AMIO__STAT_ADD(p, cqes, seen);
 	return n;
 }
 

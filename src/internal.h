@@ -463,6 +463,16 @@ void amio__watch_drop(amio_registrar *r);
  * NULL if the id is stale (its slot moved on). */
 struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id);
 
+/* entry.c: re-arms and removal retries on one of the pending lists; take
+ * an entry's request out of the kernel (its CQEs never reported again). */
+void amio__disarm(amio_poller *p, struct amio__entry *e, uint32_t slot);
+void amio__run_pending(amio_poller *p, struct amio__entry **list);
+
+/* commands.c: apply every queued command, retire freed registrars; free
+ * retired registrars once no queued SQE can name their rings. */
+void amio__drain(amio_poller *p);
+void amio__bury(amio_poller *p);
+
 /* registrar.c */
 void amio__registrar_unref(amio_registrar *r);
 /* Poll thread, after taking commands from a queue it found full: wake an
@@ -473,7 +483,8 @@ int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *
 /* Close id (one of kinds) and queue its DEREGISTER. 0 or -errno. */
 int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds);
 
-/* CQE handlers, fed by the backend's reap loop. */
+/* Completion handlers, fed by the poll loop's reap (amio__backend_reap's
+ * records). */
 void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
 void amio__on_timer(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more);
 /* A removal that met its target mid-completion (-EALREADY): try again. */

@@ -198,398 +198,6 @@ int amio_poller_stop(amio_poller *p)
 	return 0;
 }
 
-/* ---- Entries: desired vs kernel state ----------------------------------- */
-
-bool amio__entry_live(amio_poller *p, const struct amio__entry *e)
-{
-	return (e->flags & (AMIO__E_REGISTERED | AMIO__E_DEREGISTERED)) == AMIO__E_REGISTERED &&
-	       amio__registry_live(&p->reg, e->id, AMIO__KIND_ANY);
-}
-
-void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
-{
-	const uint32_t both = AMIO__E_REGISTERED | AMIO__E_DEREGISTERED;
-
-	if ((e->flags & both) == both && e->inflight == 0 &&
-	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW))) {
-		/* What waits on the consumer is moot now: a LEVEL re-arm, or a
-		 * fired one-shot a cancel won (its notification is refused). */
-		amio__watch_unlink(e);
-		amio__registry_release(&p->reg, slot);
-	}
-}
-
-void amio__push_pending(amio_poller *p, struct amio__entry *e)
-{
-	struct amio__entry **list;
-
-	if (e->flags & AMIO__E_PENDING)
-		return;
-	e->flags |= AMIO__E_PENDING;
-	/* Amy-mode re-arms wait for the next wait call (its caller has not
-	 * read this readiness yet); inbox re-arms and removals cannot wait
-	 * for a call that may be far off (a long wait, or amio_poller_run). */
-	if (e->owner || (e->flags & (AMIO__E_RETRY | AMIO__E_DEREGISTERED)))
-		list = &p->pending_head;
-	else
-		list = &p->amy_pending;
-	e->next_pending = *list;
-	*list = e;
-}
-
-/* Take e's request out of the kernel. Its CQEs from now on carry a stale
- * armgen and are never reported, even when no SQE can be had for the
- * removal now: then it is retried from the pending list (the poll keeps a
- * file reference, so close() sends no FIN, until it is removed). One retry
- * at a time: a second failed removal before the first went out (the SQ
- * full and its submit failing twice in a row) leaves that request in the
- * kernel until the ring exits, still never reported. */
-static void disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
-{
-	uint32_t armgen = e->armgen;
-
-	if (amio__backend_disarm(p, e, slot) == 0)
-		return;
-	e->armgen++;
-	e->flags &= ~AMIO__E_ARMED;
-	if (e->flags & AMIO__E_RETRY)
-		return;
-	e->retry_armgen = armgen;
-	e->flags |= AMIO__E_RETRY;
-	amio__push_pending(p, e);
-}
-
-/* Bring the kernel in line with the entry: armed while live and not parked,
- * removed once deregistered; then free it if nothing references it. */
-void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
-{
-	int rc;
-
-	if (!amio__entry_live(p, e)) {
-		if (e->flags & AMIO__E_ARMED)
-			disarm(p, e, slot);
-		amio__maybe_free(p, e, slot);
-		return;
-	}
-	/* Channels have no kernel request: their sends raise them directly.
-	 * An inbox LEVEL entry is armed by the watch list (amio__watch_check);
-	 * one with a removal to retry, once that went out (run_pending). */
-	if ((e->flags & (AMIO__E_ARMED | AMIO__E_PARKED | AMIO__E_LEVEL_WAIT | AMIO__E_RETRY)) ||
-	    e->kind == AMIO__KIND_CHANNEL)
-		return;
-	rc = amio__backend_arm(p, e, slot);
-	if (rc < 0) {
-		e->flags |= AMIO__E_PARKED;
-		amio__notify(p, e, AMIO_ERROR, rc);
-	}
-}
-
-static uint32_t to_events(int32_t res, uint32_t want)
-{
-	uint32_t ev = 0;
-
-	if (res & POLLIN)
-		ev |= AMIO_READ;
-	if (res & POLLOUT)
-		ev |= AMIO_WRITE;
-	if (res & (POLLHUP | POLLRDHUP))
-		ev |= AMIO_HUP;
-	if (res & POLLERR)
-		ev |= AMIO_ERROR;
-	/* A hang-up is readable (EOF) for a reader; errors go to everyone. */
-	if ((ev & AMIO_HUP) && (want & AMIO_READ))
-		ev |= AMIO_READ;
-	return ev & (want | AMIO_HUP | AMIO_ERROR);
-}
-
-/* A poll request posted its final CQE with readiness: what arms it next. */
-static void poll_ended(amio_poller *p, struct amio__entry *e)
-{
-	if (e->events & AMIO_ONESHOT) {
-		e->flags |= AMIO__E_PARKED;
-	} else if ((e->events & AMIO_LEVEL) && e->owner) {
-		/* Re-armed once the inbox consumer has taken this notification
-		 * and waits again: one report per wait of the consumer, not one
-		 * per loop iteration of ours (that spun: 130,000 SQEs in 100 ms
-		 * for one unread socket). */
-		e->flags |= AMIO__E_LEVEL_WAIT;
-	} else {
-		/* LEVEL (Amy mode): re-armed on the next wait call. A multishot
-		 * the kernel ended without being asked (it does when the CQ is
-		 * full) is re-armed too, or the registration goes deaf: an
-		 * inbox one on the next iteration, an Amy-mode one on the next
-		 * wait (a poll armed before the caller has read this readiness
-		 * would report it twice). */
-		if (!(e->events & AMIO_LEVEL))
-			AMIO__STAT_ADD(p, rearms, 1);
-		amio__push_pending(p, e);
-	}
-}
-
-void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, bool more)
-{
-	struct amio__entry *e = &p->reg.entries[slot];
-	uint32_t ev;
-
-	if (!more)
-		e->inflight--;
-	if (armgen != e->armgen) {
-		/* A poll we removed or replaced: never reported. */
-		amio__maybe_free(p, e, slot);
-		return;
-	}
-	if (!more)
-		e->flags &= ~AMIO__E_ARMED;
-	if (!amio__entry_live(p, e)) {
-		/* Deregistered after the kernel posted this: filtered. */
-		amio__reconcile(p, e, slot);
-		return;
-	}
-	if (res == -ECANCELED && !more) {
-		/* The kernel ended it (not us: ours carry a stale armgen). */
-		AMIO__STAT_ADD(p, rearms, 1);
-		amio__reconcile(p, e, slot);
-		return;
-	}
-	if (res < 0) {
-		e->flags |= AMIO__E_PARKED;
-		amio__notify(p, e, AMIO_ERROR, res);
-		return;
-	}
-	if (!more && !(e->flags & AMIO__E_POLLABLE)) {
-		/* A file with no poll method (regular file, directory) is
-		 * "ready" at once and ends every poll: re-arming it would spin.
-		 * epoll_ctl refuses it with EPERM; so do we, once. Checked on
-		 * the first poll that ends, so a live socket pays nothing. */
-		if (amio__backend_pollable(p, e->fd) < 0) {
-			e->flags |= AMIO__E_PARKED;
-			amio__notify(p, e, AMIO_ERROR, -EPERM);
-			return;
-		}
-		e->flags |= AMIO__E_POLLABLE;
-	}
-	if (!more)
-		poll_ended(p, e);
-	ev = to_events(res, e->events);
-	if (ev) /* a mask with nothing asked for is no notification */
-		amio__notify(p, e, ev, 0);
-}
-
-/* ---- Commands ----------------------------------------------------------- */
-
-struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id)
-{
-	uint32_t slot = amio__id_slot(id);
-	struct amio__entry *e = &p->reg.entries[slot];
-	uint64_t word;
-
-	if (e->id == id)
-		return e;
-	/* The first command of this generation to arrive (REGISTER may trail a
-	 * DEREGISTER sent from another thread), or a stale one for an id
-	 * already freed: the slot word tells them apart, and gives the kind. */
-	word = amio__word_load(&p->reg.words[slot]);
-	if ((word >> 4) != amio__id_gen(id) || (word & 3) == AMIO__SLOT_FREE)
-		return NULL; /* a stale id: its slot was released (FREE) or reused */
-	e->id = id;
-	e->kind = (uint32_t)(word >> 2) & 3;
-	return e;
-}
-
-static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
-{
-	uint32_t slot = amio__id_slot(c->id);
-	struct amio__entry *e = amio__entry_for(p, c->id);
-
-	AMIO__STAT_ADD(p, commands, 1);
-	if (!e)
-		return;
-	switch (c->op) {
-	case AMIO__OP_REGISTER:
-	case AMIO__OP_CHANNEL:
-	case AMIO__OP_TIMER:
-		/* Every kind (timers and channels carry fd and events 0). */
-		e->fd = c->fd;
-		e->data = c->data;
-		e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
-		e->deadline_ns = c->deadline_ns;
-		e->period_ns = c->period_ns;
-		if (!(e->flags & AMIO__E_EARLY_EVENTS))
-			e->events = c->events;
-		e->flags |= AMIO__E_REGISTERED;
-		break;
-	case AMIO__OP_REREGISTER:
-		e->events = c->events;
-		if (!(e->flags & AMIO__E_REGISTERED)) {
-			e->flags |= AMIO__E_EARLY_EVENTS;
-			return;
-		}
-		/* New events, new poll: the kernel reports readiness present now. */
-		e->flags &= ~AMIO__E_PARKED;
-		if (e->flags & AMIO__E_LEVEL_WAIT) {
-			amio__watch_unlink(e);
-			e->flags &= ~AMIO__E_LEVEL_WAIT;
-		}
-		if (e->flags & AMIO__E_ARMED)
-			disarm(p, e, slot);
-		break;
-	case AMIO__OP_DEREGISTER:
-		e->flags |= AMIO__E_DEREGISTERED;
-		break;
-	}
-	amio__reconcile(p, e, slot);
-}
-
-/* Deregister what an inbox registrar owned: nobody would receive it. Walks
- * the slots ever used; registrars are retired rarely. */
-static void orphan_entries(amio_poller *p, amio_registrar *r)
-{
-	uint64_t top = ck_pr_load_64(&p->reg.fresh);
-
-	for (uint32_t slot = 1; slot < top && slot <= p->reg.cap; slot++) {
-		struct amio__entry *e = &p->reg.entries[slot];
-
-		if (e->owner != r || !e->id)
-			continue;
-		if (amio__registry_close(&p->reg, e->id, AMIO__KIND_ANY) == 0)
-			e->flags |= AMIO__E_DEREGISTERED;
-		e->owner = NULL;
-		e->flags &= ~AMIO__E_OVERFLOW;
-		amio__reconcile(p, e, slot);
-	}
-}
-
-static void drain_commands(amio_poller *p, amio_registrar *r, bool all);
-
-/* Forget a registrar the poller is about to drop: it may still be on the
- * doorbell list from this iteration's reap. */
-static void retire(amio_poller *p, amio_registrar *r)
-{
-	drain_commands(p, r, true);
-	amio__watch_drop(r);
-	if (r->flags & AMIO_INBOX)
-		orphan_entries(p, r);
-	if (r->touched) {
-		amio_registrar **link = &p->touched;
-
-		while (*link != r)
-			link = &(*link)->next_touched;
-		*link = r->next_touched;
-		r->touched = false;
-	}
-	/* A doorbell SQE for r may still sit in the SQ: its ring must stay
-	 * open until that SQE is submitted, or MSG_RING would target a closed
-	 * (or reused) fd. */
-	r->next = p->graveyard;
-	p->graveyard = r;
-}
-
-/* Free retired registrars once no queued SQE can name their rings. */
-static void bury(amio_poller *p)
-{
-	amio_registrar *r, *next;
-
-	if (!p->graveyard || amio__backend_sq_pending(p))
-		return;
-	for (r = p->graveyard; r; r = next) {
-		next = r->next;
-		amio__registrar_unref(r);
-	}
-	p->graveyard = NULL;
-}
-
-/* Apply what r had queued when we looked: a registrar that queues as fast
- * as we apply must not keep the poll thread here (completions, stop and
- * the other registrars would starve). all: a closed registrar, whose last
- * commands must all be applied before it is retired. */
-static void drain_commands(amio_poller *p, amio_registrar *r, bool all)
-{
-	unsigned size = ck_ring_size(&r->cmdq), n = all ? UINT_MAX : size;
-	struct amio__cmd c;
-
-	while (n-- && ck_ring_dequeue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, &c))
-		apply(p, r, &c);
-	/* Only a full queue can have its owner waiting for room. */
-	if (size >= ck_ring_capacity(&r->cmdq) - 1)
-		amio__registrar_room(r);
-}
-
-static void adopt(amio_poller *p)
-{
-	amio_registrar *in, *next;
-
-	if (!ck_pr_load_ptr(&p->incoming))
-		return;
-	for (in = ck_pr_fas_ptr(&p->incoming, NULL); in; in = next) {
-		next = in->next_new;
-		in->next = p->registrars;
-		p->registrars = in;
-	}
-}
-
-/* Apply every queued command; retire registrars their owners freed. */
-static void drain(amio_poller *p)
-{
-	amio_registrar **link = &p->registrars, *r;
-
-	adopt(p);
-	/* Pop raised channels before the command queues: a channel's
-	 * registration was queued before any send could raise it. */
-	amio__channels_pop(p);
-	while ((r = *link)) {
-		drain_commands(p, r, false);
-		if (ck_pr_load_32(&r->closed)) {
-			/* closed is stored after the owner's last enqueue. */
-			ck_pr_fence_load();
-			*link = r->next;
-			retire(p, r);
-			continue;
-		}
-		if (r->ovf.head)
-			amio__flush_inbox(p, r);
-		if (r->watch_head)
-			amio__watch_check(p, r);
-		link = &r->next;
-	}
-	amio__channels_handle(p);
-}
-
-void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen)
-{
-	struct amio__entry *e = &p->reg.entries[slot];
-
-	/* The target is still in flight (the slot cannot have been reused
-	 * while inflight > 0). Retry now; without an SQE, on the next wait. */
-	if (e->inflight == 0 || amio__backend_remove(p, e, slot, armgen) == 0)
-		return;
-	if (e->flags & AMIO__E_RETRY)
-		return; /* one retry at a time (see disarm()) */
-	e->retry_armgen = armgen;
-	e->flags |= AMIO__E_RETRY;
-	amio__push_pending(p, e);
-}
-
-/* Re-arm and retry removals for one pending list (see amio__push_pending). */
-static void run_pending(amio_poller *p, struct amio__entry **list)
-{
-	struct amio__entry *e = *list;
-
-	*list = NULL;
-	while (e) {
-		struct amio__entry *next = e->next_pending;
-		uint32_t slot = (uint32_t)(e - p->reg.entries);
-
-		e->flags &= ~AMIO__E_PENDING;
-		if ((e->flags & AMIO__E_RETRY) &&
-		    amio__backend_remove(p, e, slot, e->retry_armgen) == 0)
-			e->flags &= ~AMIO__E_RETRY;
-		if (e->flags & AMIO__E_RETRY)
-			amio__push_pending(p, e);
-		amio__reconcile(p, e, slot);
-		e = next;
-	}
-}
-
 /* ---- Sleeping ---------------------------------------------------------- */
 
 static bool work_queued(amio_poller *p)
@@ -674,9 +282,32 @@ static int enable(amio_poller *p)
 	return 0;
 }
 
+/* Reap completions while out[] has room for what they make (each makes at
+ * most one notification). Returns how many were taken. */
 static unsigned reap(amio_poller *p)
 {
-	return amio__backend_reap(p, (unsigned)(p->out_cap - p->out_n));
+	struct amio__completion c[64];
+	unsigned total = 0, n;
+
+	/* One batch: timer ticks reaped together coalesce (timer.c). */
+	p->batch++;
+	do {
+		unsigned room = (unsigned)(p->out_cap - p->out_n), max = 64;
+
+		if (room < max)
+			max = room;
+		n = amio__backend_reap(p, c, max);
+		for (unsigned i = 0; i < n; i++) {
+			if (c[i].kind == AMIO__C_POLL)
+				amio__on_poll(p, c[i].slot, c[i].armgen, c[i].res, c[i].more);
+			else if (c[i].kind == AMIO__C_TIMER)
+				amio__on_timer(p, c[i].slot, c[i].armgen, c[i].res, c[i].more);
+			else
+				amio__on_remove_busy(p, c[i].slot, c[i].armgen);
+		}
+		total += n;
+	} while (n == 64);
+	return total;
 }
 
 /* io_uring_enter failures that pass: a signal, or the kernel short of
@@ -714,15 +345,15 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 
 	p->wait_seq++;
 	amio__backend_begin_wait(p);
-	run_pending(p, &p->amy_pending);
+	amio__run_pending(p, &p->amy_pending);
 	for (;;) {
 		int64_t left = -1;
 
 		if (p->graveyard)
-			bury(p);
+			amio__bury(p);
 		if (p->pending_head)
-			run_pending(p, &p->pending_head);
-		drain(p);
+			amio__run_pending(p, &p->pending_head);
+		amio__drain(p);
 		if (p->ovf.head)
 			amio__flush_amy(p);
 		amio__ring_touched(p);
@@ -775,12 +406,12 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 static int finish(amio_poller *p, int rc)
 {
 	if (p->pending_head)
-		run_pending(p, &p->pending_head);
+		amio__run_pending(p, &p->pending_head);
 	amio__ring_touched(p);
 	/* A failed submit leaves the SQEs in the SQ for the next enter. */
 	if (amio__backend_sq_pending(p))
 		(void)amio__backend_submit(p);
-	bury(p);
+	amio__bury(p);
 	p->out = NULL;
 	return rc;
 }
