@@ -113,9 +113,14 @@ static uint32_t to_events(int32_t res, uint32_t want)
 }
 
 /* A poll request posted its final CQE with readiness: what arms it next. */
-static void poll_ended(amio_poller *p, struct amio__entry *e)
+static void poll_ended(amio_poller *p, struct amio__entry *e, uint32_t ev)
 {
-	if (e->events & AMIO_ONESHOT) {
+	if (!ev) {
+		/* Nothing to report (nothing asked for): no notification will
+		 * carry it to its consumer, so neither park it nor wait for
+		 * the consumer; arm it again. */
+		amio__push_pending(p, e);
+	} else if (e->events & AMIO_ONESHOT) {
 		e->flags |= AMIO__E_PARKED;
 	} else if ((e->events & AMIO_LEVEL) && e->owner) {
 		/* Re-armed once the inbox consumer has taken this notification
@@ -178,9 +183,9 @@ void amio__on_poll(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res, 
 		}
 		e->flags |= AMIO__E_POLLABLE;
 	}
-	if (!more)
-		poll_ended(p, e);
 	ev = to_events(res, e->events);
+	if (!more)
+		poll_ended(p, e, ev);
 	if (ev) /* a mask with nothing asked for is no notification */
 		amio__notify(p, e, ev, 0);
 }
