@@ -1,10 +1,10 @@
 # Thin front end over CMake presets. `make demo` and `make test` are the two
 # commands a new user runs; both install missing Debian packages first.
-DEPS      := cmake gcc pkg-config liburing-dev libck-dev check
+DEPS      := cmake gcc pkg-config liburing-dev libck-dev check python3 groff-base binutils dpkg-dev file
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench valgrind soak reliability
+.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench valgrind soak reliability torture install package
 
 all: build
 
@@ -45,13 +45,44 @@ test-asan: deps
 	@cmake --build --preset asan -j $(JOBS)
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j $(JOBS) -LE soak $(CTEST_ARGS)
+	  ctest --output-on-failure -j $(JOBS) -LE 'soak|package' $(CTEST_ARGS)
 
 test-tsan: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build --preset tsan -j $(JOBS)
 	@cd build/tsan && AMIO_TEST_SCALE=0.02 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
 	  ctest --output-on-failure -j $(JOBS) -L threads $(CTEST_ARGS)
+
+# Install the libraries, headers, CMake and pkg-config files and man pages
+# under PREFIX (staged under DESTDIR if set), from an optimised build of the
+# libraries alone in build/install. The pkg-config files name PREFIX.
+PREFIX ?= /usr/local
+install: deps
+	@cmake -S . -B build/install -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_INSTALL_PREFIX=$(abspath $(PREFIX)) -DAMIO_BUILD_TESTS=OFF -DAMIO_BUILD_EXAMPLES=OFF \
+	  -DAMIO_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build/install -j $(JOBS)
+	@DESTDIR="$(DESTDIR)" cmake --install build/install
+
+# Debian packages libamio0 and libamio-dev (CPack, cmake/amio_package.cmake)
+# for /usr, in build/package.
+package: deps
+	@cmake -S . -B build/package -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=/usr \
+	  -DAMIO_BUILD_TESTS=OFF -DAMIO_BUILD_EXAMPLES=OFF -DAMIO_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build/package -j $(JOBS)
+	@cd build/package && cpack -G DEB >/dev/null && ls -1 $(CURDIR)/build/package/*.deb
+
+# Model-based torture (tests/check_model.c): fresh seeds for SECONDS, debug and
+# ASan builds alternating; prints the seeds and operations run. A failure
+# prints its seed: AMIO_MODEL_SEED=<n> build/debug/tests/check_model reruns it.
+SECONDS ?= 300
+
+torture: deps
+	@cmake --preset debug >/dev/null
+	@cmake --build --preset debug -j $(JOBS) --target check_model
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS) --target check_model
+	@sh scripts/torture.sh $(SECONDS) build/debug/tests/check_model build/asan/tests/check_model
 
 # Soak (tests/soak_connections.c, CTest label soak): 10,000 connections, then
 # 200,000 connect/close cycles, in a release build (about 15 s on 2 vCPUs).

@@ -1,0 +1,21 @@
+# check_version: include/amio/version.h and CHANGELOG.md follow project(VERSION).
+#   cmake -DVERSION=X.Y.Z -DHEADER=include/amio/version.h -DCHANGELOG=CHANGELOG.md -P check_version.cmake
+file(STRINGS ${HEADER} _lines REGEX "^#define AMIO_VERSION_(MAJOR|MINOR|PATCH) +[0-9]+")
+foreach(part MAJOR MINOR PATCH)
+  set(_${part} "")
+  foreach(l ${_lines})
+    if(l MATCHES "^#define AMIO_VERSION_${part} +([0-9]+)")
+      set(_${part} ${CMAKE_MATCH_1})
+    endif()
+  endforeach()
+endforeach()
+set(_header "${_MAJOR}.${_MINOR}.${_PATCH}")
+if(NOT _header STREQUAL VERSION)
+  message(FATAL_ERROR "check_version: ${HEADER} says ${_header}, project(VERSION) is ${VERSION}: "
+                      "update AMIO_VERSION_MAJOR/MINOR/PATCH")
+endif()
+file(STRINGS ${CHANGELOG} _entry REGEX "^## ${VERSION}([ (]|$)")
+if(NOT _entry)
+  message(FATAL_ERROR "check_version: ${CHANGELOG} has no '## ${VERSION}' entry")
+endif()
+message(STATUS "check_version: ${_header} in ${HEADER} and ${CHANGELOG}")
