@@ -114,6 +114,20 @@ struct amio_poller_config {
 	 * core to spare, the spin burns CPU a thread sharing the poll
 	 * thread's core would have used. AMIO_POLLER_NO_SPIN: never spin. */
 	uint32_t spin_us;
+	/* AMIO_BACKEND_AUTO (0): the environment variable AMIO_BACKEND
+	 * (io_uring or epoll) if set, else io_uring, falling back to epoll
+	 * where io_uring_setup fails with ENOSYS, EPERM or EACCES (Docker's
+	 * and Podman's seccomp profiles, kernel.io_uring_disabled) or lacks a
+	 * feature amio needs. AMIO_BACKEND_IO_URING or AMIO_BACKEND_EPOLL:
+	 * that one only (io_uring's setup error is then returned). */
+	uint32_t backend;
+};
+
+/* Values of struct amio_poller_config's backend. */
+enum {
+	AMIO_BACKEND_AUTO = 0,
+	AMIO_BACKEND_IO_URING = 1,
+	AMIO_BACKEND_EPOLL = 2,
 };
 
 /* Poller flags: turn off a kernel feature to run the fallback path. */
@@ -223,6 +237,16 @@ AMIO_API int amio_poller_run(amio_poller *p);
  * Thread: any thread.
  */
 AMIO_API int amio_poller_stop(amio_poller *p);
+
+/*
+ * The backend the poller runs on: "io_uring" or "epoll" (a static string;
+ * "none" for NULL), for logs: with AMIO_BACKEND_AUTO the choice depends on
+ * the machine. Same API and rules on both; on epoll, amio_poller_stats
+ * counts epoll_wait calls as enters and events as CQEs, and registrations
+ * hold a dup of their fd until the poll thread applies their deregister.
+ * Thread: any thread.
+ */
+AMIO_API const char *amio_poller_backend(const amio_poller *p);
 
 /*
  * Read the counters. out: borrowed.

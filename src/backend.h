@@ -10,13 +10,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <sys/epoll.h>
+
 #include "compat.h"
 
 struct amio_poller;
 struct amio_poller_config;
 struct amio__entry;
 
-struct amio__backend {
+/* ---- io_uring (backend_uring.c) ---------------------------------------- */
+struct amio__uring {
 	struct io_uring ring;
 	bool ringless_msg;         /* IORING_REGISTER_SEND_MSG_RING works (6.13+) */
 	bool defer_taskrun;        /* ring set up SINGLE_ISSUER | DEFER_TASKRUN */
@@ -29,52 +32,48 @@ struct amio__backend {
 	bool has_stop_ring;
 };
 
-/* A thread that sleeps until woken by MSG_RING: an inbox registrar. On kernels
- * without ring-less MSG_RING every registrar owns one to send its wakeups. */
-struct amio__waiter {
-	struct io_uring ring;
-	bool has_ring;
+/* ---- epoll (backend_epoll.c) --------------------------------------------- */
+#define AMIO__EPOLL_EVENTS 128
+struct amio__epoll_slot; /* per registration: its dup'd fd and epoll state */
+struct amio__epoll_timer;
+struct amio__epoll {
+	int epfd;
+	int bell; /* eventfd in the set: the poller's doorbell */
+	struct epoll_event ev[AMIO__EPOLL_EVENTS];
+	unsigned ev_next, ev_n; /* events [ev_next, ev_n) not reaped yet */
+	struct amio__epoll_slot *slots;
+	struct amio__epoll_timer *heap; /* deadline min-heap */
+	uint32_t heap_n;
+	size_t slots_len, heap_len;
 };
 
-/* Set up the poller's ring (disabled until amio__backend_enable) and probe
- * features. Returns 0 or -errno. Thread: any. */
-int amio__backend_init(struct amio_poller *p, const struct amio_poller_config *cfg);
-void amio__backend_destroy(struct amio_poller *p);
-/* Enable the ring on the calling thread, which becomes the poll thread. */
-int amio__backend_enable(struct amio_poller *p);
+struct amio__backend_ops;
 
-/* Queue the entry's kernel request (poll thread): a poll for sockets
- * (e->events), a timeout for timers (absolute e->deadline_ns, or a multishot
- * of e->period_ns once AMIO__E_TICKING). 0 or -errno. */
-int amio__backend_arm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
-/* Queue removal of the entry's request (slot, armgen), without touching
- * the entry's state: a retry after -EALREADY. 0 or -errno. */
-int amio__backend_remove(struct amio_poller *p, struct amio__entry *e, uint32_t slot,
-                         uint32_t armgen);
-/* Queue removal of the entry's request; its final CQE still arrives. */
-int amio__backend_disarm(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
-/* Queue a wakeup of a sleeping waiter (poll thread). 0 or -errno. */
-int amio__backend_wake_waiter(struct amio_poller *p, struct amio__waiter *w);
+struct amio__backend {
+	const struct amio__backend_ops *ops;
+	union {
+		struct amio__uring u;
+		struct amio__epoll ep;
+	};
+};
 
-/* Submit what is queued and, if wait, sleep until a completion or timeout_ns
- * (-1 = none). One io_uring_enter. Returns 0, -ETIME or -errno. */
-int amio__backend_enter(struct amio_poller *p, bool wait, int64_t timeout_ns);
-/* Submit what is queued without waiting (one io_uring_enter). 0 or -errno;
- * on failure the SQEs stay queued for the next enter. */
-int amio__backend_submit(struct amio_poller *p);
-/* Completions are ready without entering the kernel. */
-bool amio__backend_ready(struct amio_poller *p);
-/* Prepared requests not yet submitted (poll thread). */
-bool amio__backend_sq_pending(struct amio_poller *p);
-/* A wait call starts: forget what the last one learnt about a stale
- * IORING_SQ_TASKRUN (one more enter may find work for it). */
-void amio__backend_begin_wait(struct amio_poller *p);
-/* 0 if fd can be polled, -EPERM if the kernel has no poll method for it
- * (regular files, directories), asked of epoll_ctl. Poll thread. */
-int amio__backend_pollable(struct amio_poller *p, int fd);
-/* What the kernel finished, in neutral terms: the poll loop dispatches
- * these; a backend never calls up into it (as Redis ae.c's aeApiPoll fills
- * fired[] and returns a count). */
+/* A thread that sleeps until woken: an inbox registrar (io_uring: MSG_RING
+ * into its small ring; epoll: an eventfd). On io_uring kernels without
+ * ring-less MSG_RING every registrar owns a ring to send its wakeups. */
+struct amio__waiter {
+	const struct amio__backend_ops *ops;
+	struct io_uring ring;
+	bool has_ring;
+	int efd; /* epoll: eventfd, or -1 */
+};
+
+/*
+ * What a backend does, one floor below the poll loop. It turns kernel events
+ * into neutral completion records and never calls up into the poller,
+ * timers, channels or registrars (as Redis ae.c's aeApiPoll fills fired[]
+ * and returns a count). Chosen at run time (libxev's dynamic backend,
+ * Seastar's reactor_backend_selector): backend.c.
+ */
 enum amio__ckind {
 	AMIO__C_POLL = 1,    /* a poll request: res = revents (POLLIN...) or -errno */
 	AMIO__C_TIMER,       /* a timer: res = -ETIME when it fired, or -errno */
@@ -87,20 +86,63 @@ struct amio__completion {
 	uint8_t kind; /* enum amio__ckind */
 	bool more;    /* the request stays armed (multishot) */
 };
-/* Reap at most max completions into out[]. Returns the count. Wakeups and
- * requests that carry no state are consumed and counted, not returned. */
-unsigned amio__backend_reap(struct amio_poller *p, struct amio__completion *out, unsigned max);
 
-/* Wake the poll thread from another thread (one MSG_RING). from: the caller's
- * waiter if it has a ring, else NULL (ring-less or the poller's stop ring). */
-int amio__backend_wake_poller(struct amio_poller *p, struct amio__waiter *from);
-/* Wake a waiter now, from any thread (amio_poller_free: blocked inbox
- * waiters must see -ESHUTDOWN). 0 or -errno. */
-int amio__backend_wake_waiter_now(struct amio_poller *p, struct amio__waiter *w);
+struct amio__backend_ops {
+	const char *name;
+	/* Set up (the ring disabled until enable) and probe features. Any thread. */
+	int (*init)(struct amio_poller *p, const struct amio_poller_config *cfg);
+	void (*destroy)(struct amio_poller *p);
+	/* The calling thread becomes the poll thread. */
+	int (*enable)(struct amio_poller *p);
+	/* Arm the entry's kernel request (poll thread): a poll for sockets
+	 * (e->events), a timeout for timers (absolute e->deadline_ns, or a
+	 * multishot of e->period_ns once AMIO__E_TICKING). Bumps e->armgen and
+	 * e->inflight, sets AMIO__E_ARMED. 0 or -errno. */
+	int (*arm)(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
+	/* Remove the request (slot, armgen) without touching the entry: a
+	 * retry after -EALREADY. 0 or -errno. */
+	int (*remove)(struct amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t armgen);
+	/* Remove the entry's request: bumps e->armgen, clears AMIO__E_ARMED;
+	 * its final completion (a stale armgen) still comes, or, where the
+	 * removal is synchronous, e->inflight is dropped at once. 0 or -errno. */
+	int (*disarm)(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
+	/* The slot is given back: drop what the backend keeps for it. */
+	void (*release)(struct amio_poller *p, uint32_t slot);
+	/* Wake a sleeping waiter (poll thread; io_uring: an SQE sent with the
+	 * next enter). 0 or -errno. */
+	int (*wake_waiter)(struct amio_poller *p, struct amio__waiter *w);
+	/* Submit what is queued and, if wait, sleep until a completion or
+	 * timeout_ns (-1 = none). One syscall. 0, -ETIME or -errno. */
+	int (*enter)(struct amio_poller *p, bool wait, int64_t timeout_ns);
+	/* Submit without waiting. 0 or -errno (the SQEs stay queued). */
+	int (*submit)(struct amio_poller *p);
+	/* Completions are ready without entering the kernel. */
+	bool (*ready)(struct amio_poller *p);
+	/* Prepared requests not yet submitted. */
+	bool (*sq_pending)(struct amio_poller *p);
+	/* A wait call starts (io_uring: forget a stale IORING_SQ_TASKRUN). */
+	void (*begin_wait)(struct amio_poller *p);
+	/* 0 if fd can be polled, -EPERM if the kernel has no poll method for it. */
+	int (*pollable)(struct amio_poller *p, int fd);
+	/* Reap at most max completions into out[]; the count. Wakeups are
+	 * consumed and counted, not returned. */
+	unsigned (*reap)(struct amio_poller *p, struct amio__completion *out, unsigned max);
+	/* Wake the poll thread from another thread. from: the caller's waiter
+	 * (io_uring without ring-less MSG_RING sends from its ring), or NULL. */
+	int (*wake_poller)(struct amio_poller *p, struct amio__waiter *from);
+	/* Wake a waiter now, from any thread (amio_poller_free). */
+	int (*wake_waiter_now)(struct amio_poller *p, struct amio__waiter *w);
+	/* A registrar's waiter: inbox registrars sleep on it. */
+	int (*waiter_init)(struct amio_poller *p, struct amio__waiter *w, bool inbox);
+	void (*waiter_destroy)(struct amio__waiter *w);
+	/* Sleep until woken or timeout_ns (-1 = none); consumes the wakeups. */
+	int (*waiter_wait)(struct amio__waiter *w, int64_t timeout_ns);
+};
 
-int amio__waiter_init(struct amio__waiter *w, bool need_ring);
-void amio__waiter_destroy(struct amio__waiter *w);
-/* Sleep until woken or timeout_ns (-1 = none); consumes the wakeups. */
-int amio__waiter_wait(struct amio__waiter *w, int64_t timeout_ns);
+extern const struct amio__backend_ops amio__uring_ops;
+extern const struct amio__backend_ops amio__epoll_ops;
+
+/* Choose and set up the backend (cfg->backend, AMIO_BACKEND, probing). */
+int amio__backend_init(struct amio_poller *p, const struct amio_poller_config *cfg);
 
 #endif /* AMIO_BACKEND_H */

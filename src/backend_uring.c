@@ -29,6 +29,9 @@ static int64_t ns_to_ts(int64_t ns, struct __kernel_timespec *ts)
 	return ns;
 }
 
+static void uring_destroy(amio_poller *p);
+static int uring_submit(amio_poller *p);
+
 /* ---- Setup ------------------------------------------------------------- */
 
 /* IORING_REGISTER_SEND_MSG_RING (6.13+): a wakeup without owning a ring.
@@ -71,7 +74,7 @@ static bool probe_multishot_timeout(void)
 /* Ring flags from best to plainest; -EINVAL moves to the next (older kernel).
  * R_DISABLED goes with SINGLE_ISSUER: the ring is enabled by the poll thread,
  * which the kernel then takes as its only submitter. */
-static int setup_ring(struct amio__backend *be, unsigned sq, unsigned cq, bool allow_defer)
+static int setup_ring(struct amio__uring *be, unsigned sq, unsigned cq, bool allow_defer)
 {
 	static const unsigned tries[] = {
 	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
@@ -104,9 +107,9 @@ static int setup_ring(struct amio__backend *be, unsigned sq, unsigned cq, bool a
 	return rc;
 }
 
-int amio__backend_init(amio_poller *p, const struct amio_poller_config *cfg)
+static int uring_init(amio_poller *p, const struct amio_poller_config *cfg)
 {
-	struct amio__backend *be = &p->be;
+	struct amio__uring *be = &p->be.u;
 	int rc;
 
 	memset(be, 0, sizeof(*be));
@@ -123,7 +126,7 @@ int amio__backend_init(amio_poller *p, const struct amio_poller_config *cfg)
 	if (!be->ringless_msg) {
 		rc = io_uring_queue_init(4, &be->stop_ring, 0);
 		if (rc < 0) {
-			amio__backend_destroy(p);
+			uring_destroy(p);
 			return rc;
 		}
 		be->has_stop_ring = true;
@@ -131,9 +134,9 @@ int amio__backend_init(amio_poller *p, const struct amio_poller_config *cfg)
 	return 0;
 }
 
-void amio__backend_destroy(amio_poller *p)
+static void uring_destroy(amio_poller *p)
 {
-	struct amio__backend *be = &p->be;
+	struct amio__uring *be = &p->be.u;
 
 	if (be->ring_fd > 0)
 		io_uring_queue_exit(&be->ring);
@@ -146,13 +149,13 @@ void amio__backend_destroy(amio_poller *p)
 	be->ring_fd = -1;
 }
 
-int amio__backend_enable(amio_poller *p)
+static int uring_enable(amio_poller *p)
 {
 	int rc;
 
-	if (!(p->be.ring.flags & IORING_SETUP_R_DISABLED))
+	if (!(p->be.u.ring.flags & IORING_SETUP_R_DISABLED))
 		return 0;
-	rc = amio__enable_rings(&p->be.ring);
+	rc = amio__enable_rings(&p->be.u.ring);
 	/* -EBADFD: already enabled (by this thread, earlier). */
 	return rc == -EBADFD ? 0 : rc;
 }
@@ -167,11 +170,11 @@ static struct io_uring_sqe *get_sqe(amio_poller *p)
 
 	if (amio__fault(AMIO__FAULT_SQE))
 		return NULL;
-	sqe = io_uring_get_sqe(&p->be.ring);
+	sqe = io_uring_get_sqe(&p->be.u.ring);
 	if (!sqe) {
-		if (amio__backend_submit(p) < 0)
+		if (uring_submit(p) < 0)
 			return NULL;
-		sqe = io_uring_get_sqe(&p->be.ring);
+		sqe = io_uring_get_sqe(&p->be.u.ring);
 		if (!sqe)
 			return NULL;
 	}
@@ -179,14 +182,14 @@ static struct io_uring_sqe *get_sqe(amio_poller *p)
 	return sqe;
 }
 
-int amio__backend_submit(amio_poller *p)
+static int uring_submit(amio_poller *p)
 {
 	int rc = amio__fault(AMIO__FAULT_ENTER);
 
 	AMIO__STAT_ADD(p, enters, 1);
 	/* A failed submit leaves the SQEs in the SQ: the next enter takes them. */
 	if (rc == 0)
-		rc = io_uring_submit(&p->be.ring);
+		rc = io_uring_submit(&p->be.u.ring);
 	return rc < 0 ? rc : 0;
 }
 
@@ -207,7 +210,7 @@ static unsigned poll_mask(uint32_t events)
  * it. e->ts must outlive the SQE: the kernel reads it at submit time. */
 static void prep_timer(amio_poller *p, struct io_uring_sqe *sqe, struct amio__entry *e)
 {
-	if ((e->flags & AMIO__E_TICKING) && p->be.multishot_timeout) {
+	if ((e->flags & AMIO__E_TICKING) && p->be.u.multishot_timeout) {
 		e->ts.tv_sec = e->period_ns / 1000000000;
 		e->ts.tv_nsec = e->period_ns % 1000000000;
 		io_uring_prep_timeout(sqe, &e->ts, 0, IORING_TIMEOUT_MULTISHOT);
@@ -218,7 +221,7 @@ static void prep_timer(amio_poller *p, struct io_uring_sqe *sqe, struct amio__en
 	}
 }
 
-int amio__backend_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+static int uring_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct io_uring_sqe *sqe = get_sqe(p);
 
@@ -246,7 +249,7 @@ int amio__backend_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	return 0;
 }
 
-int amio__backend_remove(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t armgen)
+static int uring_remove(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t armgen)
 {
 	struct io_uring_sqe *sqe = get_sqe(p);
 
@@ -263,9 +266,9 @@ int amio__backend_remove(amio_poller *p, struct amio__entry *e, uint32_t slot, u
 	return 0;
 }
 
-int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+static int uring_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
-	int rc = amio__backend_remove(p, e, slot, e->armgen);
+	int rc = uring_remove(p, e, slot, e->armgen);
 
 	if (rc < 0)
 		return rc;
@@ -276,7 +279,7 @@ int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	return 0;
 }
 
-int amio__backend_wake_waiter(amio_poller *p, struct amio__waiter *w)
+static int uring_wake_waiter(amio_poller *p, struct amio__waiter *w)
 {
 	struct io_uring_sqe *sqe = get_sqe(p);
 
@@ -296,9 +299,9 @@ static unsigned kflags(struct io_uring *ring)
 	return amio__fault(AMIO__FAULT_TASKRUN) ? f | IORING_SQ_TASKRUN : f;
 }
 
-int amio__backend_enter(amio_poller *p, bool wait, int64_t timeout_ns)
+static int uring_enter(amio_poller *p, bool wait, int64_t timeout_ns)
 {
-	struct io_uring *ring = &p->be.ring;
+	struct io_uring *ring = &p->be.u.ring;
 	struct io_uring_cqe *cqe;
 	struct __kernel_timespec ts;
 	int rc;
@@ -322,10 +325,10 @@ int amio__backend_enter(amio_poller *p, bool wait, int64_t timeout_ns)
 		 * flag produced nothing, the flag is ignored until we sleep:
 		 * the sleeping enter runs any local work first and returns
 		 * at once if it posted a completion. */
-		p->be.taskrun_stale =
+		p->be.u.taskrun_stale =
 		    taskrun && !io_uring_cq_ready(ring) && (kflags(ring) & IORING_SQ_TASKRUN);
 	} else {
-		p->be.taskrun_stale = false;
+		p->be.u.taskrun_stale = false;
 		if (timeout_ns < 0)
 			rc = io_uring_submit_and_wait(ring, 1);
 		else {
@@ -336,35 +339,35 @@ int amio__backend_enter(amio_poller *p, bool wait, int64_t timeout_ns)
 	return rc < 0 ? rc : 0;
 }
 
-bool amio__backend_ready(amio_poller *p)
+static bool uring_ready(amio_poller *p)
 {
-	struct io_uring *ring = &p->be.ring;
+	struct io_uring *ring = &p->be.u.ring;
 	unsigned f = kflags(ring);
 
 	/* Completions in the CQ, or ones the kernel holds back until we enter:
 	 * deferred task work (DEFER_TASKRUN; unless the flag went stale, see
 	 * amio__backend_enter) or an overflow list (NODROP). */
 	return io_uring_cq_ready(ring) || (f & IORING_SQ_CQ_OVERFLOW) ||
-	       ((f & IORING_SQ_TASKRUN) && !p->be.taskrun_stale);
+	       ((f & IORING_SQ_TASKRUN) && !p->be.u.taskrun_stale);
 }
 
-bool amio__backend_sq_pending(amio_poller *p)
+static bool uring_sq_pending(amio_poller *p)
 {
-	return io_uring_sq_ready(&p->be.ring) != 0;
+	return io_uring_sq_ready(&p->be.u.ring) != 0;
 }
 
-void amio__backend_begin_wait(amio_poller *p)
+static void uring_begin_wait(amio_poller *p)
 {
 	/* A stale flag is ignored until we sleep; a caller polling with
 	 * timeout 0 never sleeps, and would never enter for its completions
 	 * again. One enter per wait call for the flag at most. */
-	p->be.taskrun_stale = false;
+	p->be.u.taskrun_stale = false;
 }
 
-int amio__backend_pollable(amio_poller *p, int fd)
+static int uring_pollable(amio_poller *p, int fd)
 {
 	struct epoll_event ev = {.events = EPOLLIN};
-	struct amio__backend *be = &p->be;
+	struct amio__uring *be = &p->be.u;
 
 	/* io_uring polls any file: one without a poll method completes at
 	 * once with POLLIN|POLLOUT and ends every multishot. epoll_ctl tells
@@ -411,9 +414,9 @@ static bool translate(amio_poller *p, const struct io_uring_cqe *cqe, struct ami
 	}
 }
 
-unsigned amio__backend_reap(amio_poller *p, struct amio__completion *out, unsigned max)
+static unsigned uring_reap(amio_poller *p, struct amio__completion *out, unsigned max)
 {
-	struct io_uring *ring = &p->be.ring;
+	struct io_uring *ring = &p->be.u.ring;
 	struct io_uring_cqe *cqe;
 	unsigned head, seen = 0, n = 0;
 
@@ -465,7 +468,7 @@ static int send_msg(struct io_uring *src, const struct io_uring_sqe *msg)
 /* One MSG_RING wakeup to target_fd, sent now from the calling thread. */
 static int send_wake(amio_poller *p, int target_fd, struct amio__waiter *from)
 {
-	struct amio__backend *be = &p->be;
+	struct amio__uring *be = &p->be.u;
 	struct io_uring_sqe msg;
 	int rc;
 
@@ -481,25 +484,29 @@ static int send_wake(amio_poller *p, int target_fd, struct amio__waiter *from)
 	return rc;
 }
 
-int amio__backend_wake_poller(amio_poller *p, struct amio__waiter *from)
+static int uring_wake_poller(amio_poller *p, struct amio__waiter *from)
 {
 	ck_pr_faa_64(&p->wakeups_sent, 1);
-	return send_wake(p, p->be.ring_fd, from);
+	return send_wake(p, p->be.u.ring_fd, from);
 }
 
-int amio__backend_wake_waiter_now(amio_poller *p, struct amio__waiter *w)
+static int uring_wake_waiter_now(amio_poller *p, struct amio__waiter *w)
 {
 	return w->has_ring ? send_wake(p, w->ring.ring_fd, NULL) : 0;
 }
 
 /* ---- Waiters ------------------------------------------------------------ */
 
-int amio__waiter_init(struct amio__waiter *w, bool need_ring)
+static int uring_waiter_init(amio_poller *p, struct amio__waiter *w, bool inbox)
 {
 	int rc;
 
 	memset(w, 0, sizeof(*w));
-	if (!need_ring)
+	w->ops = &amio__uring_ops;
+	w->efd = -1;
+	/* A ring to sleep on (inbox), or to send wakeups from (no ring-less
+	 * MSG_RING). */
+	if (!inbox && p->be.u.ringless_msg)
 		return 0;
 	/* Not SINGLE_ISSUER: a registrar may be created on one thread and used
 	 * on another. 4 SQEs: wakeups are sent one at a time. */
@@ -510,14 +517,14 @@ int amio__waiter_init(struct amio__waiter *w, bool need_ring)
 	return 0;
 }
 
-void amio__waiter_destroy(struct amio__waiter *w)
+static void uring_waiter_destroy(struct amio__waiter *w)
 {
 	if (w->has_ring)
 		io_uring_queue_exit(&w->ring);
 	w->has_ring = false;
 }
 
-int amio__waiter_wait(struct amio__waiter *w, int64_t timeout_ns)
+static int uring_waiter_wait(struct amio__waiter *w, int64_t timeout_ns)
 {
 	struct io_uring_cqe *cqe;
 	struct __kernel_timespec ts;
@@ -535,3 +542,34 @@ int amio__waiter_wait(struct amio__waiter *w, int64_t timeout_ns)
 	io_uring_cq_advance(&w->ring, n);
 	return rc;
 }
+
+/* Polls, removals and timeouts all post their final CQE: nothing to drop. */
+static void uring_release(amio_poller *p, uint32_t slot)
+{
+	(void)p;
+	(void)slot;
+}
+
+const struct amio__backend_ops amio__uring_ops = {
+    .name = "io_uring",
+    .init = uring_init,
+    .destroy = uring_destroy,
+    .enable = uring_enable,
+    .arm = uring_arm,
+    .remove = uring_remove,
+    .disarm = uring_disarm,
+    .release = uring_release,
+    .wake_waiter = uring_wake_waiter,
+    .enter = uring_enter,
+    .submit = uring_submit,
+    .ready = uring_ready,
+    .sq_pending = uring_sq_pending,
+    .begin_wait = uring_begin_wait,
+    .pollable = uring_pollable,
+    .reap = uring_reap,
+    .wake_poller = uring_wake_poller,
+    .wake_waiter_now = uring_wake_waiter_now,
+    .waiter_init = uring_waiter_init,
+    .waiter_destroy = uring_waiter_destroy,
+    .waiter_wait = uring_waiter_wait,
+};

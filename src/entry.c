@@ -25,6 +25,7 @@ void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		/* What waits on the consumer is moot now: a LEVEL re-arm, or a
 		 * fired one-shot a cancel won (its notification is refused). */
 		amio__watch_unlink(e);
+		amio__backend_release(p, slot);
 		amio__registry_release(&p->reg, slot);
 	}
 }

@@ -414,6 +414,87 @@ struct amio_poller {
 	uint64_t wakeups_sent; /* ck_pr_faa by registrars: its own line, rarely written */
 };
 
+/* ---- The backend, through its ops table (backend.h) --------------------- */
+static inline int amio__backend_enable(amio_poller *p)
+{
+	return p->be.ops->enable(p);
+}
+static inline void amio__backend_destroy(amio_poller *p)
+{
+	p->be.ops->destroy(p);
+}
+static inline int amio__backend_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	return p->be.ops->arm(p, e, slot);
+}
+static inline int amio__backend_remove(amio_poller *p, struct amio__entry *e, uint32_t slot,
+                                       uint32_t armgen)
+{
+	return p->be.ops->remove(p, e, slot, armgen);
+}
+static inline int amio__backend_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	return p->be.ops->disarm(p, e, slot);
+}
+static inline void amio__backend_release(amio_poller *p, uint32_t slot)
+{
+	p->be.ops->release(p, slot);
+}
+static inline int amio__backend_wake_waiter(amio_poller *p, struct amio__waiter *w)
+{
+	return p->be.ops->wake_waiter(p, w);
+}
+static inline int amio__backend_enter(amio_poller *p, bool wait, int64_t timeout_ns)
+{
+	return p->be.ops->enter(p, wait, timeout_ns);
+}
+static inline int amio__backend_submit(amio_poller *p)
+{
+	return p->be.ops->submit(p);
+}
+static inline bool amio__backend_ready(amio_poller *p)
+{
+	return p->be.ops->ready(p);
+}
+static inline bool amio__backend_sq_pending(amio_poller *p)
+{
+	return p->be.ops->sq_pending(p);
+}
+static inline void amio__backend_begin_wait(amio_poller *p)
+{
+	p->be.ops->begin_wait(p);
+}
+static inline int amio__backend_pollable(amio_poller *p, int fd)
+{
+	return p->be.ops->pollable(p, fd);
+}
+static inline unsigned amio__backend_reap(amio_poller *p, struct amio__completion *out,
+                                          unsigned max)
+{
+	return p->be.ops->reap(p, out, max);
+}
+static inline int amio__backend_wake_poller(amio_poller *p, struct amio__waiter *from)
+{
+	return p->be.ops->wake_poller(p, from);
+}
+static inline int amio__backend_wake_waiter_now(amio_poller *p, struct amio__waiter *w)
+{
+	return p->be.ops->wake_waiter_now(p, w);
+}
+static inline int amio__waiter_init(amio_poller *p, struct amio__waiter *w, bool inbox)
+{
+	return p->be.ops->waiter_init(p, w, inbox);
+}
+static inline void amio__waiter_destroy(struct amio__waiter *w)
+{
+	if (w->ops)
+		w->ops->waiter_destroy(w);
+}
+static inline int amio__waiter_wait(struct amio__waiter *w, int64_t timeout_ns)
+{
+	return w->ops->waiter_wait(w, timeout_ns);
+}
+
 /* Relaxed counter bump by the one thread that writes the counter; readers on
  * other threads use ck_pr_load_64, so there is no data race and no RMW cost. */
 #define AMIO__STAT_ADD(p, field, n)                                                                \

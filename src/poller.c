@@ -51,7 +51,7 @@ static int config(struct amio_poller_config *c, const struct amio_poller_config 
 		c->max_registrations = (1u << 20) - 1;
 	if (c->flags & AMIO_POLLER_NO_SPIN)
 		c->spin_us = 0;
-	if (c->spin_us > 1000000)
+	if (c->spin_us > 1000000 || c->backend > AMIO_BACKEND_EPOLL)
 		return -EINVAL;
 	return 0;
 }
@@ -225,7 +225,7 @@ static bool spin_for_work(amio_poller *p, int64_t left_ns)
 
 	/* Prepared SQEs (polls, inbox doorbells) must reach the kernel now:
 	 * the sleeping enter submits them. */
-	if (io_uring_sq_ready(&p->be.ring))
+	if (amio__backend_sq_pending(p))
 		return false;
 	window = amio__spin_window(p);
 	if (window <= 0)
@@ -233,7 +233,7 @@ static bool spin_for_work(amio_poller *p, int64_t left_ns)
 	budget = left_ns >= 0 && left_ns < window ? left_ns : window;
 	start = amio__now_ns();
 	for (unsigned i = 1;; i++) {
-		if (work_queued(p) || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p)) {
+		if (work_queued(p) || amio__backend_ready(p)) {
 			amio__spin_caught(p, window, amio__now_ns() - start);
 			return true;
 		}
@@ -362,11 +362,10 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 			amio__filter_out(p);
 			return (int)p->out_n;
 		}
-		if (p->out_n || io_uring_cq_ready(&p->be.ring) || amio__backend_ready(p) ||
-		    timeout_ms == 0) {
+		if (p->out_n || amio__backend_ready(p) || timeout_ms == 0) {
 			/* Completions ready (or a poll): submit and flush the
 			 * kernel's deferred work only if there is any. */
-			if (io_uring_sq_ready(&p->be.ring) || amio__backend_ready(p)) {
+			if (amio__backend_sq_pending(p) || amio__backend_ready(p)) {
 				rc = amio__backend_enter(p, false, 0);
 				if (rc < 0 && enter_failed(p, rc, &failed_row))
 					return end_on_error(p, rc);

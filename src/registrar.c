@@ -61,7 +61,7 @@ int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out)
 	rc = (!r->cmdq_buf || ((flags & AMIO_INBOX) && !r->inbox_buf)) ? -ENOMEM : 0;
 	/* A ring to sleep on (inbox), or to send wakeups from (old kernels). */
 	if (rc == 0)
-		rc = amio__waiter_init(&r->waiter, (flags & AMIO_INBOX) || !p->be.ringless_msg);
+		rc = amio__waiter_init(p, &r->waiter, flags & AMIO_INBOX);
 	if (rc < 0) {
 		free(r->cmdq_buf);
 		free(r->inbox_buf);

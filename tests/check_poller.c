@@ -576,8 +576,11 @@ START_TEST(cq_overflow_ends_multishot_polls_and_they_are_rearmed)
 			;
 	}
 	amio_poller_stats(f.p, &st);
-	ck_assert_uint_gt(st.overflows, 0);
-	ck_assert_uint_gt(st.rearms, 0);
+	/* epoll has no CQ to overflow: there only the delivery is checked. */
+	if (strcmp(amio_poller_backend(f.p), "io_uring") == 0) {
+		ck_assert_uint_gt(st.overflows, 0);
+		ck_assert_uint_gt(st.rearms, 0);
+	}
 	for (int i = 0; i < N; i++) {
 		close(pairs[i][0]);
 		close(pairs[i][1]);
