@@ -404,6 +404,10 @@ static int poll_loop(amio_poller *p, int timeout_ms)
  * by the last reap keeps its file open until the kernel has it). */
 static int finish(amio_poller *p, int rc)
 {
+	/* The count is fixed: a notification made from here on (an Amy-mode
+	 * re-arm that fails) must wait in the overflow list for the next
+	 * call, not land in out[] past what we return. */
+	p->out = NULL;
 	if (p->pending_head)
 		amio__run_pending(p, &p->pending_head);
 	amio__ring_touched(p);
@@ -411,7 +415,6 @@ static int finish(amio_poller *p, int rc)
 	if (amio__backend_sq_pending(p))
 		(void)amio__backend_submit(p);
 	amio__bury(p);
-	p->out = NULL;
 	return rc;
 }
 
