@@ -265,9 +265,6 @@ static inline struct amio__entry *amio__registry_entry(struct amio__registry *re
 /* Private bit in notification events: the poller itself finished the id
  * (a fired one-shot timer), so it is delivered although no longer live. */
 #define AMIO__FINAL (1u << 31)
-/* Private bit: a fired one-shot already handed out (taken) by the poll
- * thread into amio_poller_run's stash; the stash hands it out as it is. */
-#define AMIO__TAKEN (1u << 30)
 
 /* ---- Doorbell: a sleeper's state, so a wakeup is sent once per sleep ---- */
 enum { AMIO__RUNNING = 0, AMIO__SLEEPING = 1, AMIO__NOTIFIED = 2 };

@@ -266,10 +266,6 @@ void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_
 
 bool amio__deliverable(amio_poller *p, amio_notification *n)
 {
-	if (n->events & AMIO__TAKEN) {
-		n->events &= ~AMIO__TAKEN;
-		return true;
-	}
 	if (n->events & AMIO__FINAL) {
 		n->events &= ~AMIO__FINAL;
 		/* FIRED -> CLOSING: this hand-out and amio_cancel_timer race
@@ -301,17 +297,17 @@ bool amio__hand_out(amio_poller *p, amio_notification *n)
 
 bool amio__filter_out(amio_poller *p)
 {
-	bool stash = p->out == p->stash; /* amio_poller_run: handed out again later */
+	bool stash = p->out == p->stash; /* amio_poller_run: handed out later */
 	size_t kept = 0;
 
 	for (size_t i = 0; i < p->out_n; i++) {
-		bool final = p->out[i].events & AMIO__FINAL;
+		/* A fired one-shot in amio_poller_run's stash is not handed out
+		 * until amio_poller_wait returns it: a cancel until then still
+		 * wins (the stash's own hand-out takes it, or drops it). */
+		bool keep = stash && (p->out[i].events & AMIO__FINAL);
 
-		if (!amio__hand_out(p, &p->out[i]))
-			continue;
-		if (final && stash)
-			p->out[i].events |= AMIO__TAKEN;
-		p->out[kept++] = p->out[i];
+		if (keep || amio__hand_out(p, &p->out[i]))
+			p->out[kept++] = p->out[i];
 	}
 	p->out_n = kept;
 	/* A new wait_seq: out[] indexes moved. */

@@ -101,13 +101,15 @@ void amio__on_timer(amio_poller *p, uint32_t slot, uint32_t armgen, int32_t res,
 		finish_oneshot(p, e, slot);
 		return;
 	}
-	if (!more) {
-		next_tick(e);
-		amio__reconcile(p, e, slot);
-	}
-	/* Several ticks reaped in one batch are one notification. */
+	/* Several ticks reaped in one batch are one notification. The tick
+	 * before the re-arm: a re-arm that fails reports its AMIO_ERROR after
+	 * the tick that happened, never a tick after the error. */
 	if (e->batch != p->batch) {
 		e->batch = p->batch;
 		amio__notify(p, e, AMIO_TIMER, 0);
+	}
+	if (!more) {
+		next_tick(e);
+		amio__reconcile(p, e, slot);
 	}
 }

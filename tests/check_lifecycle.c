@@ -1282,6 +1282,106 @@ START_TEST(a_worker_receives_every_notification_through_a_tiny_inbox)
 }
 END_TEST
 
+/* ---- Found by the model test (tests/check_model.c) ------------------------ */
+
+static void *run_until_stopped(void *arg)
+{
+	amio_poller *p = arg;
+	amio_notification n[4];
+
+	while (amio_poller_run(p) == 1)
+		(void)amio_poller_wait(p, n, 4, 0);
+	return NULL;
+}
+
+/* F1, inbox: an AMIO_CHANNEL already in the inbox when the receiver drains
+ * the channel to -EAGAIN is withdrawn ("a pending notification is then not
+ * reported"). Each round: send, let the poller deliver, drain, wait. */
+START_TEST(a_channel_drained_after_its_notification_reached_the_inbox_reports_nothing)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_channel *ch;
+	amio_notification n[4];
+	pthread_t pt;
+	uint64_t m = 1;
+
+	ck_assert_int_eq(pthread_create(&pt, NULL, run_until_stopped, p), 0);
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+	ck_assert_int_eq(amio_channel_new(r, 8, sizeof(m), NULL, &ch), 0);
+	for (int round = 0; round < t_scale(20); round++) {
+		int k;
+
+		ck_assert_int_eq(amio_channel_send(ch, &m), 0);
+		usleep(20 * 1000); /* the poller delivers it to the inbox */
+		while (amio_channel_try_recv(ch, &m) == 0)
+			;
+		k = amio_registrar_wait(r, n, 4, 20);
+		ck_assert_msg(k == 0, "round %d: %d notification(s) after the drain (events %#x)",
+		              round, k, k > 0 ? n[0].events : 0);
+	}
+	ck_assert_int_eq(amio_poller_stop(p), 0);
+	pthread_join(pt, NULL);
+	amio_channel_free(ch);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
+/* F1, Amy mode: the same for a notification amio_poller_run stashed. */
+START_TEST(a_channel_drained_after_run_stashed_its_notification_reports_nothing)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_channel *ch;
+	amio_notification n[4];
+	uint64_t m = 1;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_channel_new(r, 8, sizeof(m), NULL, &ch), 0);
+	ck_assert_int_eq(amio_channel_send(ch, &m), 0);
+	ck_assert_int_eq(amio_poller_run(p), 1); /* stashed */
+	while (amio_channel_try_recv(ch, &m) == 0)
+		;
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 0);
+	/* Not drained: it is delivered. */
+	ck_assert_int_eq(amio_channel_send(ch, &m), 0);
+	ck_assert_int_eq(amio_poller_run(p), 1);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 1);
+	ck_assert_uint_eq(n[0].events, AMIO_CHANNEL);
+	amio_channel_free(ch);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
+/* F4: a one-shot that amio_poller_run stashed is not handed out until a
+ * wait returns it: a cancel in between returns 0 and it never comes; left
+ * alone, it comes exactly once. */
+START_TEST(a_one_shot_stashed_by_run_can_still_be_cancelled)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[4];
+	int64_t t;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	t = amio_set_timeout(r, 0, NULL);
+	ck_assert_int_gt(t, 0);
+	ck_assert_int_eq(amio_poller_run(p), 1);
+	ck_assert_int_eq(amio_cancel_timer(r, (uint64_t)t), 0);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 50), 0);
+	t = amio_set_timeout(r, 0, NULL);
+	ck_assert_int_eq(amio_poller_run(p), 1);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 1);
+	ck_assert_uint_eq(n[0].id, (uint64_t)t);
+	ck_assert_int_eq(amio_cancel_timer(r, (uint64_t)t), -ENOENT);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 50), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("lifecycle");
@@ -1338,6 +1438,14 @@ int main(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, cancelling_a_fired_timer_still_in_the_inbox_prevents_its_delivery);
 	tcase_add_test(tc, a_timer_cancelled_in_amy_mode_is_never_returned_by_a_later_wait);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("model findings");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc,
+	               a_channel_drained_after_its_notification_reached_the_inbox_reports_nothing);
+	tcase_add_test(tc, a_channel_drained_after_run_stashed_its_notification_reports_nothing);
+	tcase_add_test(tc, a_one_shot_stashed_by_run_can_still_be_cancelled);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("level in an inbox");

@@ -124,6 +124,46 @@ START_TEST(a_caller_that_only_polls_sees_data_despite_a_stuck_taskrun_flag)
 }
 END_TEST
 
+/* F2 (model test): a reregister whose removal of the old poll gets no SQE
+ * must never let the old poll report: no notification with no events, none
+ * with events the registration no longer asks for. */
+START_TEST(a_reregister_whose_removal_gets_no_sqe_never_reports_the_old_poll)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[8];
+	int sv[2], k;
+	int64_t id;
+	char c;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	id = amio_register(r, sv[1], AMIO_READ, NULL);
+	ck_assert_int_gt(id, 0);
+	ck_assert_int_eq(amio_poller_wait(p, n, 8, 50), 0); /* armed, nothing to read */
+	amio__fault_set(AMIO__FAULT_SQE, 0, 1);             /* no SQE for the removal */
+	ck_assert_int_eq(amio_reregister(r, (uint64_t)id, AMIO_WRITE), 0);
+	k = amio_poller_wait(p, n, 8, 50);
+	amio__fault_set(AMIO__FAULT_SQE, 0, 0);
+	for (int i = 0; i < k; i++)
+		ck_assert_msg(n[i].events == AMIO_ERROR, "events %#x while the SQ was full",
+		              n[i].events);
+	ck_assert_int_eq(write(sv[0], "x", 1), 1); /* the old READ poll would fire */
+	for (int round = 0; round < 5; round++) {
+		k = amio_poller_wait(p, n, 8, 50);
+		for (int i = 0; i < k; i++)
+			ck_assert_msg(n[i].events && !(n[i].events & AMIO_READ),
+			              "events %#x after a reregister to WRITE", n[i].events);
+	}
+	ck_assert_int_eq(read(sv[1], &c, 1), 1);
+	ck_assert_int_eq(amio_deregister(r, (uint64_t)id), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("lifecycle_fault");
@@ -134,6 +174,11 @@ int main(void)
 	tcase_set_timeout(tc, 20);
 	tcase_add_test(tc, failed_arms_never_write_past_cap_and_every_error_arrives);
 	suite_add_tcase(s, tc);
+	tc = tcase_create("failed removals");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, a_reregister_whose_removal_gets_no_sqe_never_reports_the_old_poll);
+	suite_add_tcase(s, tc);
+
 	tc = tcase_create("stuck taskrun");
 	tcase_set_timeout(tc, 20);
 	tcase_add_test(tc, a_caller_that_only_polls_sees_data_despite_a_stuck_taskrun_flag);
