@@ -296,6 +296,12 @@ AMIO_API int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void 
  * Change the events of a registration (same bits as amio_register; the mode
  * may change too). Readiness present now is reported at once; re-arms an
  * AMIO_ONESHOT registration.
+ * Order: the commands of one registrar are applied in the order they were
+ * made; commands for one id made through different registrars have no
+ * order between them (each registrar is its own queue), except that a
+ * reregister or deregister applied before the id's register is kept for
+ * it. Make an id's reregisters through one registrar when their order
+ * matters (e.g. its owner's).
  * Returns: 0. Errors: -ENOENT (unknown or deregistered id, or not a socket),
  * -EINVAL, -EAGAIN (queue full), -ESHUTDOWN.
  * Thread: the registrar's thread (any registrar of the poller).

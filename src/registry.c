@@ -141,12 +141,18 @@ bool amio__registry_known(const struct amio__registry *reg, uint64_t id)
 static bool move(struct amio__registry *reg, uint64_t id, unsigned kinds, unsigned states,
                  unsigned to)
 {
-	uint64_t w = word_in(reg, id, kinds, states);
+	uint64_t w;
 
 	/* Full CAS: the winner's later command enqueue is ordered after it, and
 	 * the reap- and hand-out-time loads see the new state from then on.
-	 * A loser lost to another close (or the slot moved on): -ENOENT. */
-	return w && ck_pr_cas_64(&reg->words[amio__id_slot(id)], w, (w & ~UINT64_C(3)) | to);
+	 * A CAS that lost to a move into another accepted state (a cancel's
+	 * LIVE -> CLOSING racing the poll thread's LIVE -> FIRED) tries again
+	 * from that state; one that finds none accepted (another close won,
+	 * or the slot moved on) fails: -ENOENT. */
+	while ((w = word_in(reg, id, kinds, states)))
+		if (ck_pr_cas_64(&reg->words[amio__id_slot(id)], w, (w & ~UINT64_C(3)) | to))
+			return true;
+	return false;
 }
 
 int amio__registry_close(struct amio__registry *reg, uint64_t id, unsigned kinds)

@@ -1382,6 +1382,48 @@ START_TEST(a_one_shot_stashed_by_run_can_still_be_cancelled)
 }
 END_TEST
 
+/* Found by the model test on epoll: a cancel racing the poll thread's
+ * LIVE -> FIRED lost its CAS and returned -ENOENT for a one-shot nobody had
+ * taken; its notification was then delivered after the cancel returned.
+ * The inbox owner cancels its own 0 ms timers: nothing can have been handed
+ * out, so every cancel must return 0 and nothing may arrive. */
+START_TEST(a_cancel_racing_the_fire_of_a_one_shot_still_wins)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[16];
+	pthread_t pt;
+	uint64_t seed = (uint64_t)t_now_ms();
+	int rounds = t_scale(20000), late = 0;
+
+	ck_assert_int_eq(pthread_create(&pt, NULL, run_until_stopped, p), 0);
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+	for (int i = 0; i < rounds; i++) {
+		int64_t t = amio_set_timeout(r, 0, NULL);
+		int rc;
+
+		if (t == -EAGAIN) {
+			ck_assert_int_eq(amio_registrar_wait_room(r, 1000), 0);
+			continue;
+		}
+		ck_assert_int_gt(t, 0);
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		for (volatile unsigned spin = (unsigned)(seed >> 54); spin; spin--)
+			;
+		rc = amio_cancel_timer(r, (uint64_t)t);
+		ck_assert_msg(rc == 0, "round %d (seed %llu): cancel of an untaken one-shot = %s",
+		              i, (unsigned long long)seed, amio_strerror(rc));
+		late += amio_registrar_wait(r, n, 16, 0);
+	}
+	late += amio_registrar_wait(r, n, 16, 20);
+	ck_assert_msg(late == 0, "%d one-shots delivered after their cancel returned 0", late);
+	ck_assert_int_eq(amio_poller_stop(p), 0);
+	pthread_join(pt, NULL);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("lifecycle");
@@ -1446,6 +1488,7 @@ int main(void)
 	               a_channel_drained_after_its_notification_reached_the_inbox_reports_nothing);
 	tcase_add_test(tc, a_channel_drained_after_run_stashed_its_notification_reports_nothing);
 	tcase_add_test(tc, a_one_shot_stashed_by_run_can_still_be_cancelled);
+	tcase_add_test(tc, a_cancel_racing_the_fire_of_a_one_shot_still_wins);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("level in an inbox");
