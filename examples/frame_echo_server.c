@@ -271,7 +271,8 @@ static void *poll_main(void *p)
 	return NULL;
 }
 
-static void print_stats(int sig, struct worker *w, int nworkers, const struct amio_poller_stats *st)
+static void print_stats(int sig, struct worker *w, int nworkers, const struct amio_poller_stats *st,
+                        const char *backend)
 {
 	struct conns sum = {0};
 
@@ -280,11 +281,13 @@ static void print_stats(int sig, struct worker *w, int nworkers, const struct am
 	printf("frame_echo_server: %s, echoed %llu frames; the writer queued bytes (AMIO_WRITE "
 	       "asked for) %llu times\n",
 	       sig == SIGINT ? "SIGINT" : "SIGTERM", U(sum.frames), U(sum.pauses));
-	printf("frame_echo_server: io_uring_enter %llu, SQEs %llu, CQEs %llu, wakeups %llu/%llu, "
-	       "rearms %llu; %.1f io_uring_enter calls per 1,000 frames\n",
-	       U(st->enters), U(st->sqes), U(st->cqes), U(st->wakeups_sent),
+	const char *enter = strcmp(backend, "epoll") == 0 ? "epoll_wait" : "io_uring_enter";
+
+	printf("frame_echo_server: %s %llu, SQEs %llu, CQEs %llu, wakeups %llu/%llu, "
+	       "rearms %llu; %.1f %s calls per 1,000 frames\n",
+	       enter, U(st->enters), U(st->sqes), U(st->cqes), U(st->wakeups_sent),
 	       U(st->wakeups_received), U(st->rearms),
-	       sum.frames ? 1000.0 * (double)st->enters / (double)sum.frames : 0.0);
+	       sum.frames ? 1000.0 * (double)st->enters / (double)sum.frames : 0.0, enter);
 	conns_print_stats(&sum);
 }
 
@@ -297,6 +300,7 @@ int main(int argc, char **argv)
 	pthread_t poll_thread;
 	struct rlimit rl;
 	amio_poller *p;
+	const char *backend;
 	sigset_t set;
 
 	while ((opt = getopt(argc, argv, "p:w:f:s:i:")) != -1) {
@@ -351,8 +355,8 @@ int main(int argc, char **argv)
 			die("pthread_create", -rc);
 	}
 	printf("frame_echo_server: listening on 127.0.0.1:%u with %d workers, frames <= %zu B, "
-	       "idle timeout %llu ms\n",
-	       port, nworkers, max_frame, U(idle_ms));
+	       "idle timeout %llu ms, backend %s\n",
+	       port, nworkers, max_frame, U(idle_ms), amio_poller_backend(p));
 	fflush(stdout);
 	sigwait(&set, &sig);
 
@@ -362,7 +366,8 @@ int main(int argc, char **argv)
 	amio_poller_stop(p);
 	pthread_join(poll_thread, NULL);
 	amio_poller_stats(p, &st);
+	backend = amio_poller_backend(p); /* a static string: outlives p */
 	amio_poller_free(p);
-	print_stats(sig, w, nworkers, &st);
+	print_stats(sig, w, nworkers, &st, backend);
 	return 0;
 }

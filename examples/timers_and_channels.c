@@ -214,6 +214,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < MAX_CONNS; i++)
 		conns[i].fd = -1;
 	check(amio_poller_new(&p, NULL), "poller");
+	printf("timers_and_channels: backend %s\n", amio_poller_backend(p));
 	check(amio_registrar_new(p, 0, &r), "registrar");
 	check(amio_channel_new(r, 1024, sizeof(struct job), &results_tag, &results), "channel");
 	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -89,6 +89,10 @@ struct amio__completion {
 
 struct amio__backend_ops {
 	const char *name;
+	/* Nothing is known to be ready without a syscall (epoll): a wait with
+	 * timeout 0 must enter to look. io_uring's CQ shows completions as
+	 * they are posted. */
+	bool enter_to_peek;
 	/* Set up (the ring disabled until enable) and probe features. Any thread. */
 	int (*init)(struct amio_poller *p, const struct amio_poller_config *cfg);
 	void (*destroy)(struct amio_poller *p);

@@ -431,6 +431,7 @@ static int ep_waiter_wait(struct amio__waiter *w, int64_t timeout_ns)
 
 const struct amio__backend_ops amio__epoll_ops = {
     .name = "epoll",
+    .enter_to_peek = true,
     .init = ep_init,
     .destroy = ep_destroy,
     .enable = ep_enable,

@@ -365,7 +365,8 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 		if (p->out_n || amio__backend_ready(p) || timeout_ms == 0) {
 			/* Completions ready (or a poll): submit and flush the
 			 * kernel's deferred work only if there is any. */
-			if (amio__backend_sq_pending(p) || amio__backend_ready(p)) {
+			if (amio__backend_sq_pending(p) || amio__backend_ready(p) ||
+			    (timeout_ms == 0 && p->be.ops->enter_to_peek)) {
 				rc = amio__backend_enter(p, false, 0);
 				if (rc < 0 && enter_failed(p, rc, &failed_row))
 					return end_on_error(p, rc);

@@ -31,10 +31,15 @@ const char *amio_strerror(int err)
 	case -EBUSY:
 		return "-EBUSY: the kernel took no SQE (submission queue full after a retry)";
 	case -ENOSYS:
-		return "-ENOSYS: io_uring is not available (kernel or seccomp)";
+		return "-ENOSYS: io_uring is not available: an old kernel, or a seccomp profile "
+		       "(Podman's default) that answers ENOSYS; amio falls back to epoll unless "
+		       "the io_uring backend was required";
 	case -EPERM:
-		return "-EPERM: io_uring is disabled for this process (sysctl "
-		       "kernel.io_uring_disabled)";
+		return "-EPERM: not permitted: io_uring blocked by a seccomp profile (Docker >= "
+		       "25's "
+		       "default) or the sysctl kernel.io_uring_disabled (amio falls back to epoll "
+		       "unless the io_uring backend was required); or an fd the kernel cannot poll "
+		       "(a regular file or directory)";
 	case -EPIPE:
 		return "-EPIPE: the other end is closed";
 	case -EMSGSIZE:

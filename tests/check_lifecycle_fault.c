@@ -114,7 +114,10 @@ START_TEST(a_caller_that_only_polls_sees_data_despite_a_stuck_taskrun_flag)
 	              "%d polls (timeout 0) over 1 s with IORING_SQ_TASKRUN stuck: the "
 	              "readable socket was never reported",
 	              polls);
-	ck_assert_uint_gt(amio__fault_count(AMIO__FAULT_TASKRUN), 0);
+	/* io_uring reads the flag; on epoll (no such flag) this checks that a
+	 * caller polling with timeout 0 sees readiness at all. */
+	if (strcmp(amio_poller_backend(p), "io_uring") == 0)
+		ck_assert_uint_gt(amio__fault_count(AMIO__FAULT_TASKRUN), 0);
 	amio__fault_set(AMIO__FAULT_TASKRUN, 0, 0);
 	ck_assert_int_eq(amio_deregister(r, (uint64_t)id), 0);
 	amio_registrar_free(r);
