@@ -1,6 +1,6 @@
 # Thin front end over CMake presets. `make demo` and `make test` are the two
 # commands a new user runs; both install missing Debian packages first.
-DEPS      := cmake gcc pkg-config liburing-dev libck-dev check python3 groff-base binutils dpkg-dev file
+DEPS      := cmake gcc pkg-config liburing-dev libck-dev check libseccomp-dev python3 groff-base binutils dpkg-dev file
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
