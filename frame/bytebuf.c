@@ -63,6 +63,35 @@ static int grow(struct amio__bytebuf *b, size_t needed)
 	return 0;
 }
 
+void amio__bytebuf_shrink(struct amio__bytebuf *b, size_t keep)
+{
+	size_t live = b->end - b->start;
+	size_t cap = AMIO__BYTEBUF_INITIAL < b->limit ? AMIO__BYTEBUF_INITIAL : b->limit;
+	unsigned char *data;
+
+	if (b->cap <= keep || live > keep)
+		return; /* small already, or shrinking would copy more than keep */
+	if (live == 0) {
+		free(b->data); /* make_room allocates the initial size on next use */
+		b->data = NULL;
+		b->cap = b->start = b->end = 0;
+		return;
+	}
+	if (cap < live)
+		cap = live;
+	if (cap >= b->cap)
+		return;
+	data = malloc(cap);
+	if (!data)
+		return; /* the larger block still holds everything */
+	memcpy(data, b->data + b->start, live);
+	free(b->data);
+	b->data = data;
+	b->cap = cap;
+	b->start = 0;
+	b->end = live;
+}
+
 int amio__bytebuf_reserve(struct amio__bytebuf *b, size_t room)
 {
 	size_t live = b->end - b->start;
@@ -135,6 +164,7 @@ ssize_t amio__bytebuf_fill(struct amio__bytebuf *b, int fd, amio__bytebuf_need_f
 	size_t total = 0;
 	ssize_t room, n;
 
+	b->drained = 0;
 	if (b->fd_err) {
 		int err = b->fd_err;
 
@@ -157,8 +187,12 @@ ssize_t amio__bytebuf_fill(struct amio__bytebuf *b, int fd, amio__bytebuf_need_f
 		}
 		if (errno == EINTR)
 			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			/* Remembered so an edge-triggered caller can skip the read
+			 * that would only say EAGAIN again. */
+			b->drained = 1;
 			return total > 0 ? (ssize_t)total : -EAGAIN;
+		}
 		if (total == 0)
 			return -errno;
 		/* Socket errors are reported once by the kernel (read then says

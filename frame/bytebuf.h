@@ -20,6 +20,12 @@ typedef ssize_t amio__bytebuf_need_fn(void *owner);
 void amio__bytebuf_init(struct amio__bytebuf *b, size_t limit);
 void amio__bytebuf_destroy(struct amio__bytebuf *b);
 
+/* Gives back memory: if cap > keep and the live bytes fit in keep, moves
+ * them to a block of max(live, initial size) bytes, or frees the block when
+ * nothing is live. Copies at most keep bytes; on -ENOMEM keeps the old block
+ * (nothing lost). Views into the buffer die. */
+void amio__bytebuf_shrink(struct amio__bytebuf *b, size_t keep);
+
 /* Makes room >= `room` free bytes at the tail; live bytes + room must be
  * <= limit. Returns 0 or -ENOMEM (b unchanged). */
 int amio__bytebuf_reserve(struct amio__bytebuf *b, size_t room);
@@ -30,8 +36,8 @@ int amio__bytebuf_reserve(struct amio__bytebuf *b, size_t room);
 ssize_t amio__bytebuf_feed(struct amio__bytebuf *b, const void *src, size_t len,
                            amio__bytebuf_need_fn *need, void *owner);
 
-/* Reads fd until EAGAIN, EOF (sets b->eof) or no room (see
- * amio_frame_reader_read). Returns bytes read, 0 at EOF, or, with nothing
+/* Reads fd until EAGAIN (sets b->drained), EOF (sets b->eof) or no room (see
+ * amio_frame_reader_read); clears b->drained first. Returns bytes read, 0 at EOF, or, with nothing
  * read, -EAGAIN, -ENOBUFS (full of complete units), the need function's
  * -errno, -ENOMEM, or read(2)'s -errno (an error after some bytes were read
  * is kept in b->fd_err and returned by the next call). */

@@ -58,6 +58,7 @@ ssize_t amio_frame_reader_read(struct amio_frame_reader *fr, int fd)
 {
 	ssize_t n, need;
 
+	fr->buf.drained = 0; /* fill() sets it; every other way out is "not drained" */
 	if (fr->err)
 		return fr->err;
 	if (!fr->buf.eof) {
@@ -110,4 +111,9 @@ size_t amio_frame_reader_buffered(const struct amio_frame_reader *fr)
 size_t amio_frame_reader_capacity(const struct amio_frame_reader *fr)
 {
 	return fr->buf.cap;
+}
+
+int amio_frame_reader_drained(const struct amio_frame_reader *fr)
+{
+	return fr->buf.drained;
 }

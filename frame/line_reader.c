@@ -1,16 +1,19 @@
-/* Where does the next '\n'-terminated line end, searching each byte once?
- * The frame reader's shape for text protocols, on top of bytebuf. */
+/* Where does the next '\n'-terminated line end, searching each byte once, and
+ * how are raw byte runs (RESP bulk strings, HTTP bodies) taken between lines
+ * without max_line having to cover them? On top of bytebuf. */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
 
 #include "bytebuf.h"
 
-/* The bytebuf need function, also the parser: 0 = a complete line starts the
- * buffer and lr->scanned is the offset of its '\n'; > 0 = bytes wanted (one
- * more than buffered: lines announce no length); -EMSGSIZE. lr->scanned
- * remembers how far the search got, so bytes are searched only once however
- * the line arrives. */
+/* The bytebuf need function, also the parser: 0 = a complete unit starts the
+ * buffer (a line: lr->scanned is the offset of its '\n'; or the lr->take
+ * bytes a take() is waiting for); > 0 = bytes wanted (a pending take names
+ * its size; lines announce none, so one more than buffered); -EMSGSIZE.
+ * lr->scanned remembers how far the search got, so bytes are searched only
+ * once however the line arrives. A pending take is checked first: its bytes
+ * are not a line and may hold no '\n' for far longer than max_line. */
 static ssize_t line_need(void *owner)
 {
 	struct amio_line_reader *lr = owner;
@@ -20,6 +23,8 @@ static ssize_t line_need(void *owner)
 
 	if (lr->err)
 		return lr->err;
+	if (lr->take)
+		return avail >= lr->take ? 0 : (ssize_t)lr->take;
 	if (lr->scanned < lim) {
 		head = amio__bytebuf_head(&lr->buf);
 		nl = memchr(head + lr->scanned, '\n', lim - lr->scanned);
@@ -36,20 +41,59 @@ static ssize_t line_need(void *owner)
 	return (ssize_t)(avail + 1);
 }
 
+static size_t limit_of(const struct amio_line_reader *lr)
+{
+	return lr->max_line > lr->max_take ? lr->max_line : lr->max_take;
+}
+
+/* Before read/feed, where views die anyway: a buffer grown past max_line for
+ * a take() that has been handed out goes back to the initial size. Only when
+ * what is left fits in max_line, so the copy is small (shrinking a buffer
+ * full of pipelined lines on every read would copy it again and again); not
+ * while a take is pending, which would only grow it back. */
+static void shrink_after_take(struct amio_line_reader *lr)
+{
+	/* Never below the initial size either: with a small max_line, an empty
+	 * buffer would otherwise be freed and reallocated on every read. */
+	size_t keep = AMIO__BYTEBUF_INITIAL < lr->buf.limit ? AMIO__BYTEBUF_INITIAL : lr->buf.limit;
+
+	if (keep < lr->max_line)
+		keep = lr->max_line;
+	if (lr->buf.cap > keep && !lr->take)
+		amio__bytebuf_shrink(&lr->buf, keep);
+}
+
 int amio_line_reader_init(struct amio_line_reader *lr, size_t max_line)
 {
 	if (max_line == 0 || max_line > SSIZE_MAX)
 		return -EINVAL;
 	amio__bytebuf_init(&lr->buf, max_line);
 	lr->max_line = max_line;
+	lr->max_take = max_line;
+	lr->take = 0;
 	lr->scanned = 0;
 	lr->err = 0;
+	return 0;
+}
+
+int amio_line_reader_set_max_take(struct amio_line_reader *lr, size_t max_take)
+{
+	if (max_take > SSIZE_MAX)
+		return -EINVAL;
+	/* The buffer limit moves with it: never below bytes already held. */
+	if (amio__bytebuf_len(&lr->buf) > 0 || lr->take)
+		return -EBUSY;
+	lr->max_take = max_take;
+	lr->buf.limit = limit_of(lr);
+	if (lr->buf.cap > lr->buf.limit)
+		amio__bytebuf_shrink(&lr->buf, 0); /* empty: frees the block */
 	return 0;
 }
 
 void amio_line_reader_destroy(struct amio_line_reader *lr)
 {
 	amio__bytebuf_destroy(&lr->buf);
+	lr->take = 0;
 	lr->scanned = 0;
 }
 
@@ -57,8 +101,10 @@ ssize_t amio_line_reader_read(struct amio_line_reader *lr, int fd)
 {
 	ssize_t n, need;
 
+	lr->buf.drained = 0; /* fill() sets it; every other way out is "not drained" */
 	if (lr->err)
 		return lr->err;
+	shrink_after_take(lr);
 	if (!lr->buf.eof) {
 		n = amio__bytebuf_fill(&lr->buf, fd, line_need, lr);
 		if (n != 0)
@@ -76,14 +122,17 @@ ssize_t amio_line_reader_feed(struct amio_line_reader *lr, const void *buf, size
 {
 	if (lr->err)
 		return lr->err;
+	shrink_after_take(lr);
 	return amio__bytebuf_feed(&lr->buf, buf, len, line_need, lr);
 }
 
 int amio_line_reader_next(struct amio_line_reader *lr, struct iovec *line)
 {
-	ssize_t need = line_need(lr);
+	ssize_t need;
 	size_t len;
 
+	lr->take = 0; /* asking for a line abandons a pending take() */
+	need = line_need(lr);
 	if (need < 0)
 		return (int)need;
 	if (need == 0)
@@ -99,6 +148,35 @@ int amio_line_reader_next(struct amio_line_reader *lr, struct iovec *line)
 	return 1;
 }
 
+int amio_line_reader_take(struct amio_line_reader *lr, size_t n, struct iovec *out)
+{
+	if (lr->err)
+		return lr->err;
+	if (n > lr->max_take)
+		return -EMSGSIZE;
+	if (amio__bytebuf_len(&lr->buf) < n) {
+		if (lr->buf.eof)
+			return -EPROTO; /* no read can ever complete it */
+		/* Remembered for line_need: read/feed now buffer up to n bytes
+		 * and stop there, instead of searching them for a '\n'. */
+		lr->take = n;
+		return 0;
+	}
+	/* NULL + 0 is undefined: an empty take before first use gets NULL. */
+	out->iov_base = lr->buf.data ? amio__bytebuf_head(&lr->buf) : NULL;
+	out->iov_len = n;
+	amio__bytebuf_consume(&lr->buf, n);
+	lr->take = 0;
+	lr->scanned = 0; /* the search restarts at the next line */
+	return 1;
+}
+
+size_t amio_line_reader_shrink(struct amio_line_reader *lr)
+{
+	amio__bytebuf_shrink(&lr->buf, amio__bytebuf_len(&lr->buf));
+	return lr->buf.cap;
+}
+
 size_t amio_line_reader_buffered(const struct amio_line_reader *lr)
 {
 	return amio__bytebuf_len(&lr->buf);
@@ -107,4 +185,9 @@ size_t amio_line_reader_buffered(const struct amio_line_reader *lr)
 size_t amio_line_reader_capacity(const struct amio_line_reader *lr)
 {
 	return lr->buf.cap;
+}
+
+int amio_line_reader_drained(const struct amio_line_reader *lr)
+{
+	return lr->buf.drained;
 }

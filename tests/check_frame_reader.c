@@ -428,6 +428,68 @@ START_TEST(test_read_stops_at_a_full_buffer_and_the_read_next_loop_loses_nothing
 }
 END_TEST
 
+/* The header's edge-triggered loop: stops once read(2) said EAGAIN. Returns
+ * the number of amio_frame_reader_read() calls it made. */
+static size_t drained_loop(struct amio_frame_reader *fr, int fd, const struct fu_stream *st,
+                           size_t *k)
+{
+	size_t reads = 0;
+	ssize_t n;
+
+	for (;;) {
+		n = amio_frame_reader_read(fr, fd);
+		reads++;
+		*k = drain_check(fr, st, *k);
+		if (n == -EAGAIN || amio_frame_reader_drained(fr))
+			break;
+		FU_CHECK(n > 0, "read returned %zd", n);
+	}
+	return reads;
+}
+
+START_TEST(test_the_read_loop_that_stops_when_drained_misses_nothing_and_reads_once_per_wakeup)
+{
+	struct amio_frame_reader fr;
+	struct fu_stream st;
+	struct iovec f;
+	size_t k = 0, i, reads;
+	int sv[2];
+
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_frame_reader_init(&fr, 100), 0);
+	ck_assert_int_eq(amio_frame_reader_drained(&fr), 0); /* no read yet */
+	/* 17,000 bytes through a 104-byte buffer: every read but the last stops
+	 * at a full buffer, which is not drained. */
+	make_small_frames(&st);
+	fu_send_all(sv[1], st.bytes, st.len);
+	reads = drained_loop(&fr, sv[0], &st, &k);
+	ck_assert_uint_eq(k, 500);
+	ck_assert_uint_gt(reads, st.len / (100 + FU_HDR));
+	ck_assert_int_eq(amio_frame_reader_drained(&fr), 1);
+	ck_assert_int_eq(amio_frame_reader_read(&fr, sv[0]), -EAGAIN); /* as promised */
+	/* Request/response: one frame per wakeup is one read call (one read(2)
+	 * with the frame, one saying EAGAIN), not two. */
+	for (i = 0, k = 0; i < 100; i++) {
+		fu_send_all(sv[1], st.bytes + st.off[i] - FU_HDR, FU_HDR + st.size[i]);
+		fu_wait(sv[0], POLLIN);
+		FU_CHECK(drained_loop(&fr, sv[0], &st, &k) == 1, "wakeup %zu: more than one read",
+		         i);
+		FU_CHECK(k == i + 1, "wakeup %zu: %zu frames", i, k);
+	}
+	/* EOF ends a read without EAGAIN: not drained; the next read says 0. */
+	fu_send_all(sv[1], st.bytes, FU_HDR + st.size[0]);
+	close(sv[1]);
+	ck_assert_int_eq(amio_frame_reader_read(&fr, sv[0]), (ssize_t)(FU_HDR + st.size[0]));
+	ck_assert_int_eq(amio_frame_reader_drained(&fr), 0);
+	ck_assert_int_eq(amio_frame_reader_next(&fr, &f), 1);
+	ck_assert_int_eq(amio_frame_reader_read(&fr, sv[0]), 0);
+	ck_assert_int_eq(amio_frame_reader_drained(&fr), 0);
+	amio_frame_reader_destroy(&fr);
+	fu_stream_free(&st);
+	close(sv[0]);
+}
+END_TEST
+
 START_TEST(test_feed_takes_what_fits_and_the_rest_after_next)
 {
 	struct amio_frame_reader fr;
@@ -622,6 +684,9 @@ static Suite *frame_reader_suite(void)
 	tcase_add_test(tc, test_the_buffer_starts_small_and_grows_only_for_the_frame_being_parsed);
 	tcase_add_test(tc, test_read_stops_at_a_full_buffer_and_the_read_next_loop_loses_nothing);
 	tcase_add_test(tc, test_feed_takes_what_fits_and_the_rest_after_next);
+	tcase_add_test(
+	    tc,
+	    test_the_read_loop_that_stops_when_drained_misses_nothing_and_reads_once_per_wakeup);
 
 	tc = fu_tcase(s, "guard_page", 10);
 	tcase_add_test(tc, test_a_frame_ending_at_a_guard_page_is_parsed_without_touching_it);

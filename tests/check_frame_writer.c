@@ -1,5 +1,6 @@
 /* Does the frame writer deliver exactly the frames given, in order, when the
  * fd takes only part of them, and fail cleanly (no SIGPIPE, bounded queue)? */
+#include <limits.h>
 #include <pthread.h>
 
 #include "frame_util.h"
@@ -440,6 +441,373 @@ START_TEST(test_a_stream_of_only_zero_length_frames_round_trips_through_the_read
 }
 END_TEST
 
+/* --- raw bytes (write_raw, writev_raw) ----------------------------------------- */
+
+/* len bytes whose last one is followed by a PROT_NONE page. */
+static unsigned char *guarded(size_t len, size_t *map_len)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE), pages = (len + pg - 1) / pg;
+	unsigned char *m = mmap(NULL, (pages + 1) * pg, PROT_READ | PROT_WRITE,
+	                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(m, MAP_FAILED);
+	ck_assert_int_eq(mprotect(m + pages * pg, pg, PROT_NONE), 0);
+	*map_len = (pages + 1) * pg;
+	return m + pages * pg - len;
+}
+
+static void unguard(unsigned char *p, size_t len, size_t map_len)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+
+	munmap(p + len - (map_len - pg), map_len);
+}
+
+/* A pipe of one page, write end non-blocking: a write of page + s bytes into
+ * it when it holds page - s takes exactly s bytes (the kernel merges the
+ * s-byte remainder into the partly filled page, then finds the pipe full). */
+static void one_page_pipe(int pfd[2])
+{
+	ck_assert_int_eq(pipe(pfd), 0);
+	ck_assert_int_eq(fcntl(pfd[1], F_SETPIPE_SZ, (int)sysconf(_SC_PAGESIZE)),
+	                 (int)sysconf(_SC_PAGESIZE));
+	fu_set_nonblock(pfd[1]);
+	fu_set_nonblock(pfd[0]);
+}
+
+/* Reads the pipe and flushes fw until want_len bytes arrived; compares. */
+static void pipe_drain_check(struct amio_frame_writer *fw, int pfd[2], const unsigned char *want,
+                             size_t want_len, unsigned char *got, size_t idx)
+{
+	size_t len = 0;
+	ssize_t n, q;
+
+	for (;;) {
+		while ((n = read(pfd[0], got + len, want_len + 1 - len)) > 0)
+			len += (size_t)n;
+		FU_CHECK(n < 0 && errno == EAGAIN, "pipe read %zd", n);
+		q = amio_frame_writer_flush(fw, pfd[1]);
+		FU_CHECK(q >= 0, "flush %zd", q);
+		if (q == 0 && len >= want_len)
+			break;
+	}
+	while ((n = read(pfd[0], got + len, want_len + 1 - len)) > 0)
+		len += (size_t)n;
+	fu_assert_bytes(got, len, want, want_len, "stream", idx);
+}
+
+/* Queues exactly q bytes on fw: fills the (empty) pipe, writes q bytes
+ * (none taken), then empties the pipe again without flushing fw. */
+static void queue_exactly(struct amio_frame_writer *fw, int pfd[2], const unsigned char *bytes,
+                          size_t q, const unsigned char *filler, unsigned char *scratch)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+
+	if (q == 0)
+		return;
+	FU_CHECK(write(pfd[1], filler, pg) == (ssize_t)pg, "fill");
+	FU_CHECK(amio_frame_writer_write_raw(fw, pfd[1], bytes, q) == (ssize_t)q, "queue %zu", q);
+	FU_CHECK(read(pfd[0], scratch, pg) == (ssize_t)pg, "empty the pipe");
+}
+
+START_TEST(test_a_short_write_at_every_offset_of_queue_vector_or_frame_queues_exactly_the_rest)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE), S = 12;
+	static unsigned char filler[65536], want[65536], got[65536];
+	static const unsigned char qbytes[] = "QUEUE";
+	struct amio_frame_writer fw;
+	uint64_t rng = 21;
+	size_t q, s, c1, c2, i, x, map_len, idx = 0;
+	unsigned char *msg;
+	int pfd[2];
+
+	ck_assert_uint_le(2 * pg + 64, sizeof(want));
+	for (i = 0; i < sizeof(filler); i++)
+		filler[i] = (unsigned char)fu_rand(&rng);
+	one_page_pipe(pfd);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1 * MiB), 0);
+	/* q bytes already queued, then a write of x: one sendmsg of q + x =
+	 * page + s bytes, of which the pipe takes exactly s. s < q splits the
+	 * queue, s == q sends it alone, s > q sends part of the new bytes. */
+	for (q = 0; q <= 4; q++) {
+		for (s = 1; s <= S; s++) {
+			x = pg + s - q;
+			msg = guarded(x, &map_len);
+			for (i = 0; i < x; i++)
+				msg[i] = (unsigned char)fu_rand(&rng);
+			/* Three pieces cut anywhere around the split: it falls inside
+			 * each piece and on each boundary, and the guarded last piece
+			 * is copied into the queue up to its last byte. */
+			for (c1 = 0; c1 <= S + 1; c1++) {
+				for (c2 = c1; c2 <= S + 1; c2++, idx++) {
+					struct iovec iov[3] = {
+					    {msg, c1}, {msg + c1, c2 - c1}, {msg + c2, x - c2}};
+
+					queue_exactly(&fw, pfd, qbytes, q, filler, got);
+					FU_CHECK(write(pfd[1], filler, pg - s) == (ssize_t)(pg - s),
+					         "prefill");
+					FU_CHECK(amio_frame_writer_writev_raw(
+					             &fw, pfd[1], iov, 3) == (ssize_t)(q + x - s),
+					         "q %zu s %zu cuts %zu,%zu: queued %zu", q, s, c1,
+					         c2, amio_frame_writer_queued(&fw));
+					/* Behind it, a frame and raw bytes: queued, in order. */
+					FU_CHECK(amio_frame_writer_write(&fw, pfd[1], "fr", 2) ==
+					             (ssize_t)(q + x - s + 6),
+					         "frame behind");
+					FU_CHECK(
+					    amio_frame_writer_write_raw(&fw, pfd[1], "raw", 3) ==
+					        (ssize_t)(q + x - s + 9),
+					    "raw behind");
+					memcpy(want, filler, pg - s);
+					memcpy(want + pg - s, qbytes, q);
+					memcpy(want + pg - s + q, msg, x);
+					memcpy(want + pg - s + q + x, "\0\0\0\2frraw", 9);
+					pipe_drain_check(&fw, pfd, want, pg - s + q + x + 9, got,
+					                 idx);
+				}
+			}
+			/* A frame whose header or payload the pipe splits. */
+			queue_exactly(&fw, pfd, qbytes, q, filler, got);
+			FU_CHECK(write(pfd[1], filler, pg - s) == (ssize_t)(pg - s), "prefill");
+			FU_CHECK(amio_frame_writer_write(&fw, pfd[1], msg, x - FU_HDR) ==
+			             (ssize_t)(q + x - s),
+			         "q %zu frame split at %zu: queued %zu", q, s,
+			         amio_frame_writer_queued(&fw));
+			memcpy(want, filler, pg - s);
+			memcpy(want + pg - s, qbytes, q);
+			encode(want + pg - s + q, msg, x - FU_HDR);
+			pipe_drain_check(&fw, pfd, want, pg - s + q + x, got, idx++);
+			unguard(msg, x, map_len);
+		}
+	}
+	amio_frame_writer_destroy(&fw);
+	close(pfd[0]);
+	close(pfd[1]);
+}
+END_TEST
+
+/* Random frames, raw writes and raw vectors of up to 80 pieces (several
+ * sendmsg batches), with -ENOBUFS backoff; returns what the peer must get. */
+static unsigned char *pump_mixed(int fd, size_t total, size_t max_queued, uint64_t *rng,
+                                 size_t *out_len, struct pump_stats *sx)
+{
+	static unsigned char pool[1 << 20];
+	struct amio_frame_writer fw;
+	unsigned char *want = malloc(total + 300000);
+	size_t i, wlen = 0, before;
+	ssize_t q;
+
+	ck_assert_ptr_nonnull(want);
+	for (i = 0; i < sizeof(pool); i++)
+		pool[i] = (unsigned char)fu_rand(rng);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, max_queued), 0);
+	while (wlen < total) {
+		struct iovec iov[80];
+		int op = (int)(fu_rand(rng) % 3), cnt = 0;
+		size_t len = 0, off;
+
+		if (op < 2) {
+			len = (size_t)(fu_rand(rng) % 70001);
+			off = (size_t)(fu_rand(rng) % (sizeof(pool) - len));
+			iov[0] = (struct iovec){pool + off, len};
+		} else {
+			cnt = 1 + (int)(fu_rand(rng) % 80);
+			for (i = 0; i < (size_t)cnt; i++) {
+				size_t n =
+				    fu_rand(rng) % 4 == 0 ? 0 : (size_t)(fu_rand(rng) % 2000);
+
+				off = (size_t)(fu_rand(rng) % (sizeof(pool) - n));
+				iov[i] = (struct iovec){pool + off, n};
+				len += n;
+			}
+		}
+		for (;;) {
+			before = amio_frame_writer_queued(&fw);
+			if (op == 0)
+				q = amio_frame_writer_write(&fw, fd, iov[0].iov_base, len);
+			else if (op == 1)
+				q = amio_frame_writer_write_raw(&fw, fd, iov[0].iov_base, len);
+			else
+				q = amio_frame_writer_writev_raw(&fw, fd, iov, cnt);
+			if (q >= 0)
+				break;
+			FU_CHECK(q == -ENOBUFS, "op %d: %zd", op, q);
+			FU_CHECK(amio_frame_writer_queued(&fw) <= before, "-ENOBUFS queued bytes");
+			sx->enobufs++;
+			fu_wait(fd, POLLOUT);
+			FU_CHECK(amio_frame_writer_flush(&fw, fd) >= 0, "flush failed");
+		}
+		FU_CHECK((size_t)q == amio_frame_writer_queued(&fw), "queued %zd", q);
+		FU_CHECK((size_t)q <= max_queued, "queue over its limit: %zd", q);
+		sx->short_writes += q > 0;
+		if (op == 0) {
+			encode(want + wlen, iov[0].iov_base, len);
+			wlen += FU_HDR + len;
+		} else {
+			for (i = 0; i < (size_t)(op == 1 ? 1 : cnt); i++) {
+				memcpy(want + wlen, iov[i].iov_base, iov[i].iov_len);
+				wlen += iov[i].iov_len;
+			}
+		}
+	}
+	while ((q = amio_frame_writer_flush(&fw, fd)) > 0)
+		fu_wait(fd, POLLOUT);
+	ck_assert_int_eq(q, 0);
+	amio_frame_writer_destroy(&fw);
+	*out_len = wlen;
+	return want;
+}
+
+static void stream_mixed_10mb(int wfd, int rfd, const char *what)
+{
+	uint64_t rng = fu_seed(what);
+	struct pump_stats sx = {0};
+	struct peer p = {.fd = rfd};
+	unsigned char *want;
+	size_t wlen;
+	pthread_t th;
+
+	p.cap = 10 * MiB + 300000 + 1;
+	p.got = malloc(p.cap);
+	ck_assert_ptr_nonnull(p.got);
+	ck_assert_int_eq(pthread_create(&th, NULL, slow_peer, &p), 0);
+	want = pump_mixed(wfd, 10 * MiB, 256 * 1024, &rng, &wlen, &sx);
+	close(wfd);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_eq(p.err, 0);
+	printf("%s: %zu bytes, %zu short writes, %zu -ENOBUFS\n", what, wlen, sx.short_writes,
+	       sx.enobufs);
+	fu_assert_bytes(p.got, p.len, want, wlen, "stream", 0);
+	ck_assert_uint_gt(sx.short_writes, 0);
+	ck_assert_uint_gt(sx.enobufs, 0);
+	free(want);
+	free(p.got);
+	close(rfd);
+}
+
+START_TEST(test_10_mib_of_mixed_raw_bytes_vectors_and_frames_reach_a_slow_tcp_peer_in_order)
+{
+	int a, b;
+
+	fu_tcp_pair(&a, &b, 1, 1);
+	stream_mixed_10mb(a, b, "mixed tcp");
+}
+END_TEST
+
+START_TEST(test_10_mib_of_mixed_raw_bytes_vectors_and_frames_pass_a_one_page_pipe_in_order)
+{
+	int pfd[2];
+
+	ck_assert_int_eq(pipe(pfd), 0);
+	ck_assert_int_ge(fcntl(pfd[1], F_SETPIPE_SZ, (int)sysconf(_SC_PAGESIZE)), 0);
+	fu_set_nonblock(pfd[1]);
+	stream_mixed_10mb(pfd[1], pfd[0], "mixed pipe");
+}
+END_TEST
+
+START_TEST(test_raw_bytes_past_max_queued_give_enobufs_and_nothing_is_queued_or_sent)
+{
+	static unsigned char chunk[5000], want[64 * 5000 + 16], got[sizeof(want)];
+	struct amio_frame_writer fw;
+	size_t k = 0, wlen = 0, len = 0, before;
+	struct iovec iov[2] = {{"abc", 3}, {"defg", 4}};
+	ssize_t q;
+	int sv[2];
+
+	memset(chunk, 'c', sizeof(chunk));
+	fu_socketpair(sv);
+	shrink_sndbuf(sv[0]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 16384), 0);
+	/* More than max_queued at once: refused even with an empty queue. */
+	ck_assert_int_eq(amio_frame_writer_write_raw(&fw, sv[0], want, 16385), -ENOBUFS);
+	drain_peer(sv[1], got, sizeof(got), &len);
+	ck_assert_uint_eq(len, 0);
+	for (;;) {
+		chunk[0] = (unsigned char)k;
+		before = amio_frame_writer_queued(&fw);
+		q = amio_frame_writer_write_raw(&fw, sv[0], chunk, sizeof(chunk));
+		if (q < 0)
+			break;
+		memcpy(want + wlen, chunk, sizeof(chunk));
+		wlen += sizeof(chunk);
+		ck_assert_uint_lt(++k, 64);
+	}
+	ck_assert_int_eq(q, -ENOBUFS);
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), before);
+	ck_assert_uint_gt(before, 16384 - sizeof(chunk));
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], iov, 2) < 0,
+	                 before + 7 > 16384); /* a vector obeys the same limit */
+	if (before + 7 <= 16384) {
+		memcpy(want + wlen, "abcdefg", 7);
+		wlen += 7;
+	}
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], iov, 2), 0);
+	memcpy(want + wlen, "abcdefg", 7);
+	wlen += 7;
+	flush_while_draining(&fw, sv[0], sv[1], got, sizeof(got), &len);
+	fu_assert_bytes(got, len, want, wlen, "stream", 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_writev_raw_sends_100_pieces_in_order_and_rejects_bad_vectors)
+{
+	static unsigned char src[100 * 50], got[sizeof(src) + 1];
+	struct amio_frame_writer fw;
+	struct iovec iov[100], huge[2];
+	size_t i, off = 0, len = 0;
+	int sv[2];
+
+	for (i = 0; i < sizeof(src); i++)
+		src[i] = (unsigned char)(i * 7);
+	for (i = 0; i < 100; i++) { /* pieces of 0..98 bytes, covering src in order */
+		size_t n = i % 3 == 0 ? 0 : 2 * (i % 50);
+
+		iov[i] = (struct iovec){src + off, n};
+		off += n;
+	}
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, sizeof(src)), 0);
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], iov, 100), 0);
+	drain_peer(sv[1], got, sizeof(got), &len);
+	fu_assert_bytes(got, len, src, off, "stream", 0);
+	/* Nothing to send: no bytes, no error. */
+	ck_assert_int_eq(amio_frame_writer_write_raw(&fw, sv[0], NULL, 0), 0);
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], NULL, 0), 0);
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], iov, 1), 0); /* one empty piece */
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], iov, -1), -EINVAL);
+	huge[0] = (struct iovec){src, (size_t)SSIZE_MAX};
+	huge[1] = (struct iovec){src, 1};
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], huge, 2), -EINVAL);
+	len = 0;
+	drain_peer(sv[1], got, sizeof(got), &len);
+	ck_assert_uint_eq(len, 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_raw_writes_after_the_peer_closed_return_epipe_without_sigpipe)
+{
+	struct amio_frame_writer fw;
+	struct iovec iov[2] = {{"a", 1}, {"b", 1}};
+	int sv[2];
+
+	fu_socketpair(sv);
+	close(sv[1]);
+	ck_assert_int_eq(amio_frame_writer_init(&fw, 1024), 0);
+	ck_assert_int_eq(amio_frame_writer_write_raw(&fw, sv[0], "anyone?", 7), -EPIPE);
+	ck_assert_int_eq(amio_frame_writer_writev_raw(&fw, sv[0], iov, 2), -EPIPE);
+	ck_assert_uint_eq(amio_frame_writer_queued(&fw), 0);
+	amio_frame_writer_destroy(&fw);
+	close(sv[0]);
+}
+END_TEST
+
 static Suite *frame_writer_suite(void)
 {
 	Suite *s = suite_create("frame_writer");
@@ -469,6 +837,19 @@ static Suite *frame_writer_suite(void)
 	tcase_add_test(tc, test_runs_of_zero_length_frames_are_written_as_bare_headers);
 	tcase_add_test(tc, test_zero_length_frames_behind_a_partial_frame_keep_their_order);
 	tcase_add_test(tc, test_a_stream_of_only_zero_length_frames_round_trips_through_the_reader);
+
+	tc = fu_tcase(s, "raw", 120);
+	tcase_add_test(
+	    tc,
+	    test_a_short_write_at_every_offset_of_queue_vector_or_frame_queues_exactly_the_rest);
+	tcase_add_test(
+	    tc, test_10_mib_of_mixed_raw_bytes_vectors_and_frames_reach_a_slow_tcp_peer_in_order);
+	tcase_add_test(
+	    tc, test_10_mib_of_mixed_raw_bytes_vectors_and_frames_pass_a_one_page_pipe_in_order);
+	tcase_add_test(tc,
+	               test_raw_bytes_past_max_queued_give_enobufs_and_nothing_is_queued_or_sent);
+	tcase_add_test(tc, test_writev_raw_sends_100_pieces_in_order_and_rejects_bad_vectors);
+	tcase_add_test(tc, test_raw_writes_after_the_peer_closed_return_epipe_without_sigpipe);
 	return s;
 }
 

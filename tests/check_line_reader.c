@@ -1,5 +1,9 @@
 /* Does the line reader return exactly the '\n'-terminated lines that were
  * sent, however they are split, up to max_line and not beyond? */
+#include <limits.h>
+#include <malloc.h>
+#include <pthread.h>
+
 #include "frame_util.h"
 
 /* Random lines of 0..max_body bytes (none of them '\n'), each plus '\n'. */
@@ -351,6 +355,575 @@ START_TEST(test_eof_on_an_empty_stream_is_returned_at_once)
 }
 END_TEST
 
+/* --- take: raw byte runs between lines (RESP bulk strings) ------------------- */
+
+/* A RESP request stream: commands of 1..4 arguments, each "$<len>\r\n" plus
+ * len bytes plus "\r\n"; argument bytes are random, '\n' included. */
+struct resp {
+	unsigned char *bytes;
+	size_t len, nargs;
+	size_t *arg_off, *arg_len; /* every argument of every command, in order */
+	size_t *cmd_args;          /* arguments per command */
+	size_t ncmds;
+};
+
+static void resp_make(struct resp *rs, size_t ncmds, size_t max_arg, uint64_t *rng)
+{
+	size_t i, a, j, cap = 64, pos = 0, k = 0;
+
+	rs->ncmds = ncmds;
+	rs->cmd_args = calloc(ncmds, sizeof(size_t));
+	rs->arg_off = calloc(ncmds * 4, sizeof(size_t));
+	rs->arg_len = calloc(ncmds * 4, sizeof(size_t));
+	for (i = 0; i < ncmds; i++)
+		cap += 16 + 4 * (max_arg + 32);
+	rs->bytes = malloc(cap);
+	ck_assert_ptr_nonnull(rs->cmd_args);
+	ck_assert_ptr_nonnull(rs->arg_off);
+	ck_assert_ptr_nonnull(rs->arg_len);
+	ck_assert_ptr_nonnull(rs->bytes);
+	for (i = 0; i < ncmds; i++) {
+		rs->cmd_args[i] = 1 + (size_t)(fu_rand(rng) % 4);
+		pos += (size_t)sprintf((char *)rs->bytes + pos, "*%zu\r\n", rs->cmd_args[i]);
+		for (a = 0; a < rs->cmd_args[i]; a++, k++) {
+			size_t n = (size_t)(fu_rand(rng) % (max_arg + 1));
+
+			pos += (size_t)sprintf((char *)rs->bytes + pos, "$%zu\r\n", n);
+			rs->arg_off[k] = pos;
+			rs->arg_len[k] = n;
+			for (j = 0; j < n; j++)
+				rs->bytes[pos++] = (unsigned char)fu_rand(rng);
+			memcpy(rs->bytes + pos, "\r\n", 2);
+			pos += 2;
+		}
+	}
+	rs->nargs = k;
+	rs->len = pos;
+	ck_assert_uint_le(pos, cap);
+}
+
+static void resp_free(struct resp *rs)
+{
+	free(rs->bytes);
+	free(rs->cmd_args);
+	free(rs->arg_off);
+	free(rs->arg_len);
+}
+
+/* A RESP parser as a server would write one: its state survives "need more
+ * bytes" (a line or a take returning 0) between reads or feeds. */
+struct parser {
+	const struct resp *rs;
+	int in_bulk;      /* 1: the next unit is a take of bulk + 2 bytes */
+	size_t bulk;      /* announced length of the bulk string being taken */
+	size_t args_left; /* arguments of the current command still to come */
+	size_t k;         /* arguments parsed so far, over the whole stream */
+	size_t cmds;      /* commands completed */
+};
+
+static size_t parse_len(const struct iovec *l, char type)
+{
+	const char *p = l->iov_base;
+	char *end;
+	size_t v;
+
+	FU_CHECK(l->iov_len >= 4 && p[0] == type && p[l->iov_len - 2] == '\r' &&
+	             p[l->iov_len - 1] == '\n',
+	         "bad %c line of %zu bytes", type, l->iov_len);
+	v = strtoull(p + 1, &end, 10);
+	FU_CHECK(end == p + l->iov_len - 2, "bad %c number", type);
+	return v;
+}
+
+/* Parses what is buffered; returns once next() or take() says need more. */
+static void parse(struct amio_line_reader *lr, struct parser *ps)
+{
+	const struct resp *rs = ps->rs;
+	struct iovec v;
+	int r;
+
+	for (;;) {
+		if (ps->in_bulk) {
+			r = amio_line_reader_take(lr, ps->bulk + 2, &v);
+			FU_CHECK(r >= 0, "take(%zu) returned %d", ps->bulk + 2, r);
+			if (r == 0)
+				return;
+			FU_CHECK(ps->k < rs->nargs, "argument %zu beyond those sent", ps->k);
+			fu_assert_bytes(v.iov_base, v.iov_len - 2, rs->bytes + rs->arg_off[ps->k],
+			                rs->arg_len[ps->k], "argument", ps->k);
+			FU_CHECK(memcmp((char *)v.iov_base + ps->bulk, "\r\n", 2) == 0,
+			         "argument %zu: no CRLF after it", ps->k);
+			ps->k++;
+			ps->in_bulk = 0;
+			if (--ps->args_left == 0)
+				ps->cmds++;
+			continue;
+		}
+		r = amio_line_reader_next(lr, &v);
+		FU_CHECK(r >= 0, "next() returned %d", r);
+		if (r == 0)
+			return;
+		if (ps->args_left == 0) {
+			ps->args_left = parse_len(&v, '*');
+			FU_CHECK(ps->args_left == rs->cmd_args[ps->cmds], "command %zu: %zu args",
+			         ps->cmds, ps->args_left);
+		} else {
+			ps->bulk = parse_len(&v, '$');
+			ps->in_bulk = 1;
+		}
+	}
+}
+
+/* Feeds all of p (in as many calls as the buffer needs), parsing as it goes. */
+static void feed_resp(struct amio_line_reader *lr, struct parser *ps, const unsigned char *p,
+                      size_t len, size_t limit)
+{
+	while (len > 0) {
+		ssize_t n = amio_line_reader_feed(lr, p, len);
+		size_t before = ps->k + ps->cmds;
+
+		FU_CHECK(n >= 0, "feed() returned %zd", n);
+		FU_CHECK(amio_line_reader_capacity(lr) <= limit, "capacity %zu > %zu",
+		         amio_line_reader_capacity(lr), limit);
+		p += n;
+		len -= (size_t)n;
+		parse(lr, ps);
+		FU_CHECK(n > 0 || ps->k + ps->cmds > before, "feed made no progress");
+	}
+}
+
+START_TEST(test_a_bulk_string_longer_than_max_line_and_full_of_newlines_is_taken_whole)
+{
+	static unsigned char body[3000];
+	struct amio_line_reader lr;
+	struct iovec v;
+	size_t i;
+
+	for (i = 0; i < sizeof(body); i++)
+		body[i] = i % 7 == 0 ? '\n' : (unsigned char)('a' + i % 26);
+	body[sizeof(body) - 2] = '\r';
+	body[sizeof(body) - 1] = '\n';
+	ck_assert_int_eq(amio_line_reader_init(&lr, 64), 0);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 4096), 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "$2998\r\n", 7), 7);
+	expect_line(&lr, "$2998\r\n");
+	ck_assert_int_eq(amio_line_reader_take(&lr, sizeof(body), &v), 0); /* pending */
+	/* One byte at a time: no '\n' inside it is taken for a line end. */
+	for (i = 0; i < sizeof(body); i++) {
+		ck_assert_int_eq(amio_line_reader_feed(&lr, body + i, 1), 1);
+		FU_CHECK(amio_line_reader_take(&lr, sizeof(body), &v) == (i + 1 == sizeof(body)),
+		         "take after %zu bytes", i + 1);
+	}
+	fu_assert_bytes(v.iov_base, v.iov_len, body, sizeof(body), "body", 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "PING\r\n", 6), 6);
+	expect_line(&lr, "PING\r\n");
+	ck_assert_uint_eq(amio_line_reader_buffered(&lr), 0);
+	amio_line_reader_destroy(&lr);
+}
+END_TEST
+
+START_TEST(test_every_two_way_split_of_a_resp_stream_yields_every_argument)
+{
+	uint64_t rng = 11;
+	struct amio_line_reader lr;
+	struct resp rs;
+	size_t cut;
+
+	/* Arguments up to 200 bytes, max_line 16: every bulk string is taken. */
+	resp_make(&rs, 12, 200, &rng);
+	for (cut = 0; cut <= rs.len; cut++) {
+		struct parser ps = {.rs = &rs};
+
+		ck_assert_int_eq(amio_line_reader_init(&lr, 16), 0);
+		ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 202), 0);
+		feed_resp(&lr, &ps, rs.bytes, cut, 4096);
+		feed_resp(&lr, &ps, rs.bytes + cut, rs.len - cut, 4096);
+		FU_CHECK(ps.k == rs.nargs && ps.cmds == rs.ncmds, "cut %zu: %zu of %zu args", cut,
+		         ps.k, rs.nargs);
+		ck_assert_uint_eq(amio_line_reader_buffered(&lr), 0);
+		amio_line_reader_destroy(&lr);
+	}
+	resp_free(&rs);
+}
+END_TEST
+
+START_TEST(test_every_chunk_size_from_1_to_17_of_a_resp_stream_yields_every_argument)
+{
+	uint64_t rng = fu_seed("resp chunk sizes 1..17");
+	struct amio_line_reader lr;
+	struct resp rs;
+	size_t chunk, off;
+
+	/* Arguments up to 20000 bytes through a 64-byte max_line: takes grow
+	 * the buffer far past max_line and across many feeds. */
+	resp_make(&rs, 40, 20000, &rng);
+	for (chunk = 1; chunk <= 17; chunk++) {
+		struct parser ps = {.rs = &rs};
+
+		ck_assert_int_eq(amio_line_reader_init(&lr, 64), 0);
+		ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 20002), 0);
+		for (off = 0; off < rs.len; off += chunk)
+			feed_resp(&lr, &ps, rs.bytes + off,
+			          rs.len - off < chunk ? rs.len - off : chunk, 20002);
+		ck_assert_uint_eq(ps.k, rs.nargs);
+		ck_assert_uint_eq(ps.cmds, rs.ncmds);
+		amio_line_reader_destroy(&lr);
+	}
+	resp_free(&rs);
+}
+END_TEST
+
+START_TEST(test_a_resp_stream_sent_one_byte_at_a_time_over_a_socket_is_parsed_whole)
+{
+	uint64_t rng = 3;
+	struct amio_line_reader lr;
+	struct parser ps;
+	struct resp rs;
+	size_t i;
+	int sv[2];
+
+	resp_make(&rs, 6, 300, &rng);
+	ps = (struct parser){.rs = &rs};
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_line_reader_init(&lr, 32), 0);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 302), 0);
+	for (i = 0; i < rs.len; i++) {
+		fu_send_all(sv[1], rs.bytes + i, 1);
+		FU_CHECK(amio_line_reader_read(&lr, sv[0]) == 1, "read byte %zu", i);
+		FU_CHECK(amio_line_reader_drained(&lr), "byte %zu: read(2) said EAGAIN", i);
+		parse(&lr, &ps);
+	}
+	ck_assert_uint_eq(ps.k, rs.nargs);
+	ck_assert_uint_eq(ps.cmds, rs.ncmds);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), -EAGAIN);
+	amio_line_reader_destroy(&lr);
+	resp_free(&rs);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_views_from_next_and_take_stay_valid_until_the_next_read)
+{
+	static const char req[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+	struct amio_line_reader lr;
+	struct iovec l[4], v[3];
+	int sv[2];
+
+	fu_socketpair(sv);
+	send_str(sv[1], req);
+	ck_assert_int_eq(amio_line_reader_init(&lr, 64), 0);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), (ssize_t)strlen(req));
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l[0]), 1);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l[1]), 1);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 5, &v[0]), 1);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l[2]), 1);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 3, &v[1]), 1);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l[3]), 1);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 7, &v[2]), 1);
+	/* The whole request, piece by piece, still where it was handed out. */
+	fu_assert_bytes(l[0].iov_base, l[0].iov_len, "*3\r\n", 4, "line", 0);
+	fu_assert_bytes(v[0].iov_base, v[0].iov_len, "SET\r\n", 5, "take", 0);
+	fu_assert_bytes(v[1].iov_base, v[1].iov_len, "k\r\n", 3, "take", 1);
+	fu_assert_bytes(v[2].iov_base, v[2].iov_len, "value\r\n", 7, "take", 2);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 0, &v[0]), 1); /* n = 0: empty view */
+	ck_assert_uint_eq(v[0].iov_len, 0);
+	amio_line_reader_destroy(&lr);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_a_take_over_max_take_gives_emsgsize_and_changes_nothing)
+{
+	struct amio_line_reader lr;
+	struct iovec v;
+
+	ck_assert_int_eq(amio_line_reader_init(&lr, 100), 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "abc\n", 4), 4);
+	/* max_take defaults to max_line. */
+	ck_assert_int_eq(amio_line_reader_take(&lr, 101, &v), -EMSGSIZE);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 1000), -EBUSY); /* bytes buffered */
+	ck_assert_int_eq(amio_line_reader_take(&lr, 2, &v), 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, "ab", 2, "take", 0);
+	expect_line(&lr, "c\n");
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, (size_t)SSIZE_MAX + 1), -EINVAL);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 1000), 0);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 1000, &v), 0);          /* pending */
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 2000), -EBUSY); /* take pending */
+	ck_assert_int_eq(amio_line_reader_take(&lr, 1001, &v), -EMSGSIZE);
+	ck_assert_uint_eq(amio_line_reader_buffered(&lr), 0);
+	amio_line_reader_destroy(&lr);
+}
+END_TEST
+
+START_TEST(test_next_abandons_a_pending_take_and_lines_are_searched_again)
+{
+	struct amio_line_reader lr;
+	struct iovec v;
+
+	ck_assert_int_eq(amio_line_reader_init(&lr, 8), 0);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 64), 0);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 40, &v), 0);
+	/* While the take is pending, 20 bytes without '\n' are no error. */
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "0123456789abcdefghij", 20), 20);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 40, &v), 0);
+	/* Asked for a line instead: 20 bytes and no '\n' over max_line 8. */
+	ck_assert_int_eq(amio_line_reader_next(&lr, &v), -EMSGSIZE);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 20, &v), -EMSGSIZE); /* sticky */
+	amio_line_reader_destroy(&lr);
+}
+END_TEST
+
+START_TEST(test_a_take_after_next_searched_part_of_a_line_lets_the_next_line_be_found)
+{
+	struct amio_line_reader lr;
+	struct iovec v;
+
+	ck_assert_int_eq(amio_line_reader_init(&lr, 64), 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "abc", 3), 3);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &v), 0); /* searched "abc": no '\n' */
+	ck_assert_int_eq(amio_line_reader_take(&lr, 2, &v), 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, "ab", 2, "take", 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "\nd\n", 3), 3);
+	expect_line(&lr, "c\n");
+	expect_line(&lr, "d\n");
+	amio_line_reader_destroy(&lr);
+}
+END_TEST
+
+START_TEST(test_eof_before_a_take_is_complete_gives_eproto)
+{
+	struct amio_line_reader lr;
+	struct iovec v;
+	int sv[2];
+
+	fu_socketpair(sv);
+	send_str(sv[1], "$10\r\nshort");
+	close(sv[1]);
+	ck_assert_int_eq(amio_line_reader_init(&lr, 64), 0);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), 10);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 0); /* stopped at EOF */
+	expect_line(&lr, "$10\r\n");
+	ck_assert_int_eq(amio_line_reader_take(&lr, 12, &v), -EPROTO);
+	ck_assert_int_eq(amio_line_reader_take(&lr, 12, &v), -EPROTO);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), -ENOBUFS); /* 5 bytes wait */
+	ck_assert_int_eq(amio_line_reader_take(&lr, 5, &v), 1);        /* what did arrive */
+	fu_assert_bytes(v.iov_base, v.iov_len, "short", 5, "take", 0);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), 0);
+	amio_line_reader_destroy(&lr);
+	close(sv[0]);
+}
+END_TEST
+
+START_TEST(test_a_take_ending_at_a_guard_page_is_handed_out_without_touching_it)
+{
+	struct amio_line_reader lr;
+	struct iovec v;
+	size_t map_len, i;
+	unsigned char *guard = fu_guard_alloc(&map_len);
+
+	memcpy(guard - 11, "$5\r\nhello\r\n", 11); /* its last byte is followed by the guard */
+	ck_assert_int_eq(amio_line_reader_init(&lr, 8), 0);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, 16), 0);
+	for (i = 11; i > 0; i--) { /* one byte at a time up to the guard */
+		ck_assert_int_eq(amio_line_reader_feed(&lr, guard - i, 1), 1);
+		if (i == 8)
+			expect_line(&lr, "$5\r\n");
+		if (i > 1 && i < 8)
+			ck_assert_int_eq(amio_line_reader_take(&lr, 7, &v), 0);
+	}
+	ck_assert_int_eq(amio_line_reader_take(&lr, 7, &v), 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, "hello\r\n", 7, "take", 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, guard - 11, 11), 11); /* all at once */
+	expect_line(&lr, "$5\r\n");
+	ck_assert_int_eq(amio_line_reader_take(&lr, 7, &v), 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, "hello\r\n", 7, "take", 0);
+	ck_assert_uint_eq(amio_line_reader_buffered(&lr), 0);
+	amio_line_reader_destroy(&lr);
+	munmap(guard - map_len / 2, map_len);
+}
+END_TEST
+
+/* --- take: a large value, then the memory goes back ------------------------------ */
+
+#define BIG_VALUE (16u * 1024 * 1024)
+
+struct sender {
+	int fd;
+	const unsigned char *bytes;
+	size_t len;
+};
+
+static void *send_thread(void *arg)
+{
+	struct sender *sd = arg;
+	const unsigned char *p = sd->bytes;
+	size_t len = sd->len;
+
+	while (len > 0) { /* blocking fd: plain send, no ck_assert off the test thread */
+		ssize_t n = send(sd->fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return (void *)1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return NULL;
+}
+
+START_TEST(test_a_16_mib_value_is_taken_whole_and_its_memory_given_back_after_it)
+{
+	const size_t max_line = 4096, hdr = 12; /* "$16777216\r\n" is 11 bytes, +1 below */
+	struct amio_line_reader lr;
+	struct sender sd;
+	struct iovec v;
+	unsigned char *wire;
+	size_t i, len, peak = 0;
+	pthread_t th;
+	void *ret;
+	ssize_t n;
+	int sv[2], r;
+
+	/* "$<n>\r\n", n value bytes, "\r\n", then "PING\r\n". */
+	wire = malloc(hdr + BIG_VALUE + 8);
+	ck_assert_ptr_nonnull(wire);
+	len = (size_t)sprintf((char *)wire, "$%u\r\n", BIG_VALUE);
+	ck_assert_uint_lt(len, hdr);
+	for (i = 0; i < BIG_VALUE; i++)
+		wire[len + i] = (unsigned char)(i * 2654435761u >> 13);
+	memcpy(wire + len + BIG_VALUE, "\r\nPING\r\n", 8);
+	sd = (struct sender){.bytes = wire, .len = len + BIG_VALUE + 8};
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	fu_set_nonblock(sv[0]);
+	sd.fd = sv[1];
+	ck_assert_int_eq(amio_line_reader_init(&lr, max_line), 0);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, BIG_VALUE + 2), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, send_thread, &sd), 0);
+	do {
+		fu_wait(sv[0], POLLIN);
+		n = amio_line_reader_read(&lr, sv[0]);
+		ck_assert_int_gt(n, 0);
+	} while ((r = amio_line_reader_next(&lr, &v)) == 0);
+	ck_assert_int_eq(r, 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, wire, len, "line", 0);
+	while ((r = amio_line_reader_take(&lr, BIG_VALUE + 2, &v)) == 0) {
+		if (amio_line_reader_capacity(&lr) > peak)
+			peak = amio_line_reader_capacity(&lr);
+		if (!amio_line_reader_drained(&lr) && amio_line_reader_read(&lr, sv[0]) > 0)
+			continue;
+		fu_wait(sv[0], POLLIN);
+		n = amio_line_reader_read(&lr, sv[0]);
+		ck_assert_int_gt(n, 0);
+	}
+	ck_assert_int_eq(r, 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, wire + len, BIG_VALUE + 2, "value", 0);
+	ck_assert_uint_ge(amio_line_reader_capacity(&lr), BIG_VALUE + 2);
+	ck_assert_uint_le(amio_line_reader_capacity(&lr),
+	                  BIG_VALUE + 2); /* exactly what it needed */
+	ck_assert_int_eq(pthread_join(th, &ret), 0);
+	ck_assert_ptr_null(ret);
+	/* The next read gives the memory back before buffering "PING\r\n". */
+	while ((r = amio_line_reader_next(&lr, &v)) == 0) {
+		n = amio_line_reader_read(&lr, sv[0]);
+		ck_assert_int_gt(n, 0);
+		ck_assert_uint_le(amio_line_reader_capacity(&lr), max_line);
+	}
+	ck_assert_int_eq(r, 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, "PING\r\n", 6, "line", 1);
+	ck_assert_uint_le(amio_line_reader_capacity(&lr), max_line);
+	ck_assert_uint_le(malloc_usable_size(lr.buf.data), 2 * max_line);
+	/* Idle and empty: shrink gives back the rest. */
+	ck_assert_uint_eq(amio_line_reader_shrink(&lr), 0);
+	ck_assert_uint_eq(amio_line_reader_capacity(&lr), 0);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), -EAGAIN);
+	amio_line_reader_destroy(&lr);
+	free(wire);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_shrink_keeps_buffered_bytes_and_a_big_idle_buffer_is_given_back)
+{
+	static unsigned char body[100000];
+	struct amio_line_reader lr;
+	struct iovec v;
+
+	memset(body, 'b', sizeof(body));
+	ck_assert_int_eq(amio_line_reader_init(&lr, 64), 0);
+	ck_assert_uint_eq(amio_line_reader_shrink(&lr), 0); /* before first use: a no-op */
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, sizeof(body)), 0);
+	ck_assert_int_eq(amio_line_reader_take(&lr, sizeof(body), &v), 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, body, sizeof(body)), (ssize_t)sizeof(body));
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "rest\n", 5), 0); /* full: take first */
+	ck_assert_uint_eq(amio_line_reader_capacity(&lr), sizeof(body));
+	ck_assert_int_eq(amio_line_reader_take(&lr, sizeof(body), &v), 1);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "re", 2), 2); /* gives it back first */
+	ck_assert_uint_eq(amio_line_reader_capacity(&lr), 4096);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, "st\n", 3), 3);
+	/* Explicit shrink keeps what is buffered, in a block no smaller than 4 KiB. */
+	ck_assert_uint_eq(amio_line_reader_shrink(&lr), 4096);
+	expect_line(&lr, "rest\n");
+	ck_assert_uint_eq(amio_line_reader_shrink(&lr), 0);
+	/* A take still pending when the caller goes idle: shrink copies the
+	 * bytes held so far (50,000 here), the take completes after it. */
+	ck_assert_int_eq(amio_line_reader_take(&lr, sizeof(body), &v), 0);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, body, 50000), 50000);
+	ck_assert_uint_eq(amio_line_reader_shrink(&lr), 50000);
+	ck_assert_int_eq(amio_line_reader_feed(&lr, body, 50000), 50000);
+	ck_assert_int_eq(amio_line_reader_take(&lr, sizeof(body), &v), 1);
+	fu_assert_bytes(v.iov_base, v.iov_len, body, sizeof(body), "take", 0);
+	amio_line_reader_destroy(&lr);
+}
+END_TEST
+
+/* --- drained: the read(2) an edge-triggered caller may skip --------------------- */
+
+START_TEST(test_drained_says_whether_read_2_said_eagain)
+{
+	static unsigned char big[20000];
+	struct amio_line_reader lr;
+	struct iovec l;
+	int sv[2];
+
+	memset(big, 'x', sizeof(big));
+	big[99] = '\n';
+	fu_socketpair(sv);
+	ck_assert_int_eq(amio_line_reader_init(&lr, 100), 0);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 0); /* no read yet */
+	send_str(sv[1], "one\ntwo\n");
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), 8);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 1);
+	expect_line(&lr, "one\n");
+	expect_line(&lr, "two\n");
+	/* What drained promised: reading again finds nothing. */
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), -EAGAIN);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 1);
+	/* A full buffer stops the read before EAGAIN: not drained. */
+	fu_send_all(sv[1], big, 100);
+	fu_send_all(sv[1], big, 100);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), 100);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 0);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l), 1);
+	fu_assert_bytes(l.iov_base, l.iov_len, big, 100, "line", 0);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), 100); /* full again */
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 0);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l), 1);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), -EAGAIN);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 1);
+	/* EOF ends a read without EAGAIN either. */
+	close(sv[1]);
+	ck_assert_int_eq(amio_line_reader_read(&lr, sv[0]), 0);
+	ck_assert_int_eq(amio_line_reader_drained(&lr), 0);
+	amio_line_reader_destroy(&lr);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
 static Suite *line_reader_suite(void)
 {
 	Suite *s = suite_create("line_reader");
@@ -375,6 +948,29 @@ static Suite *line_reader_suite(void)
 	tc = fu_tcase(s, "eof", 10);
 	tcase_add_test(tc, test_an_unterminated_last_line_is_handed_out_after_eof);
 	tcase_add_test(tc, test_eof_on_an_empty_stream_is_returned_at_once);
+
+	tc = fu_tcase(s, "take", 120);
+	tcase_add_test(tc,
+	               test_a_bulk_string_longer_than_max_line_and_full_of_newlines_is_taken_whole);
+	tcase_add_test(tc, test_every_two_way_split_of_a_resp_stream_yields_every_argument);
+	tcase_add_test(tc,
+	               test_every_chunk_size_from_1_to_17_of_a_resp_stream_yields_every_argument);
+	tcase_add_test(tc,
+	               test_a_resp_stream_sent_one_byte_at_a_time_over_a_socket_is_parsed_whole);
+	tcase_add_test(tc, test_views_from_next_and_take_stay_valid_until_the_next_read);
+	tcase_add_test(tc, test_a_take_over_max_take_gives_emsgsize_and_changes_nothing);
+	tcase_add_test(tc, test_next_abandons_a_pending_take_and_lines_are_searched_again);
+	tcase_add_test(tc,
+	               test_a_take_after_next_searched_part_of_a_line_lets_the_next_line_be_found);
+	tcase_add_test(tc, test_eof_before_a_take_is_complete_gives_eproto);
+	tcase_add_test(tc, test_a_take_ending_at_a_guard_page_is_handed_out_without_touching_it);
+
+	tc = fu_tcase(s, "take_memory", 60);
+	tcase_add_test(tc, test_a_16_mib_value_is_taken_whole_and_its_memory_given_back_after_it);
+	tcase_add_test(tc, test_shrink_keeps_buffered_bytes_and_a_big_idle_buffer_is_given_back);
+
+	tc = fu_tcase(s, "drained", 10);
+	tcase_add_test(tc, test_drained_says_whether_read_2_said_eagain);
 	return s;
 }
 

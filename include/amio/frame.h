@@ -12,8 +12,10 @@
  * the functions below. All sizes are in bytes.
  *
  * Reading from a non-blocking fd, edge-triggered (the default of the event
- * core): a readiness notification is consumed only once read() returns
- * -EAGAIN. read() stops early when the buffer is full, so loop:
+ * core): a readiness notification is consumed only once read(2) has said
+ * EAGAIN. read() stops early when the buffer is full, so loop; drained() says
+ * whether read(2) already said EAGAIN, which saves the call that would only
+ * say it again:
  *
  *	for (;;) {
  *		ssize_t n = amio_frame_reader_read(&fr, fd);
@@ -23,11 +25,15 @@
  *			handle(f.iov_base, f.iov_len);
  *		if (r < 0)
  *			break;          // -EMSGSIZE or -EPROTO: close
- *		if (n == -EAGAIN)
+ *		if (n == -EAGAIN || amio_frame_reader_drained(&fr))
  *			break;          // drained: wait for the next AMIO_READ
  *		if (n <= 0)
  *			break;          // 0 = EOF, every frame handed out; else -errno
  *	}
+ *
+ * Writing: amio_frame_writer_write() sends frames; the same writer sends
+ * unframed bytes for line and byte protocols (amio_frame_writer_write_raw(),
+ * amio_frame_writer_writev_raw()), with the same queue, limit and flush.
  */
 #ifndef AMIO_FRAME_H
 #define AMIO_FRAME_H
@@ -54,6 +60,7 @@ struct amio__bytebuf {
 	size_t limit;        /* the most cap may ever be */
 	int fd_err;          /* -errno met after some bytes were read; reported next */
 	int eof;             /* read() saw end of file */
+	int drained;         /* the last read call ended because read(2) said EAGAIN */
 };
 
 /* Private fields: a frame reader (see amio_frame_reader_init). */
@@ -71,10 +78,12 @@ struct amio_frame_writer {
 
 /* Private fields: a line reader (see amio_line_reader_init). */
 struct amio_line_reader {
-	struct amio__bytebuf buf;
-	size_t max_line; /* longest accepted line, '\n' included */
-	size_t scanned;  /* bytes after buf.start known to hold no '\n' (or: where it is) */
-	int err;         /* sticky stream error (-EMSGSIZE), 0 if none */
+	struct amio__bytebuf buf; /* limit = the larger of max_line and max_take */
+	size_t max_line;          /* longest accepted line, '\n' included */
+	size_t max_take;          /* largest accepted take() */
+	size_t take;              /* bytes a pending take() waits for, 0 if none */
+	size_t scanned; /* bytes after buf.start known to hold no '\n' (or: where it is) */
+	int err;        /* sticky stream error (-EMSGSIZE), 0 if none */
 };
 
 /* ------------------------------------------------------------------------
@@ -166,6 +175,19 @@ AMIO_API size_t amio_frame_reader_buffered(const struct amio_frame_reader *fr);
  */
 AMIO_API size_t amio_frame_reader_capacity(const struct amio_frame_reader *fr);
 
+/*
+ * Says whether the last amio_frame_reader_read() on fr stopped at EAGAIN.
+ * That is, read(2) said EAGAIN, whether the call returned bytes or -EAGAIN.
+ * An edge-triggered caller
+ * that sees 1 has consumed the readiness notification: once the frames are
+ * handed out it waits for the next one instead of reading again, saving one
+ * read(2) per wakeup. 0 after a read that stopped at a full buffer, EOF or an
+ * error, and before the first read.
+ * Returns: 1 or 0.
+ * Thread: one thread at a time.
+ */
+AMIO_API int amio_frame_reader_drained(const struct amio_frame_reader *fr);
+
 /* ------------------------------------------------------------------------
  * Frame writer
  * ------------------------------------------------------------------------ */
@@ -214,6 +236,56 @@ AMIO_API ssize_t amio_frame_writer_write(struct amio_frame_writer *fw, int fd, c
                                          size_t len);
 
 /*
+ * Sends len bytes on the non-blocking fd as they are, with no header.
+ * This is the frame writer's queue for line and byte protocols. Queued bytes (frames or
+ * raw) go out first, in the same sendmsg(MSG_NOSIGNAL) (writev(2) on a
+ * non-socket), so everything written through fw stays in order; the bytes
+ * are copied only if the fd leaves part of them unsent. len 0 sends nothing.
+ * EINTR is retried.
+ * Returns: bytes still queued (0 = everything sent; otherwise wait for write
+ * readiness and call amio_frame_writer_flush()), or, with nothing of these
+ * bytes queued or sent:
+ *   -ENOBUFS   queued bytes + len would exceed max_queued even after
+ *              flushing: wait for write readiness, flush, retry (backpressure);
+ *   -errno     from sendmsg(2)/writev(2), e.g. -EPIPE, -ECONNRESET. The
+ *              connection is unusable; fw stays safe to destroy;
+ * or, with part of these bytes possibly sent:
+ *   -ENOMEM    the queue could not grow to hold the unsent rest: the stream
+ *              is broken, every later call returns -ENOMEM; close the fd.
+ * Ownership: buf is borrowed (may be NULL when len is 0); unsent bytes are
+ * copied, so buf may be reused as soon as the call returns. fd is borrowed.
+ * Thread: one thread at a time.
+ */
+AMIO_API ssize_t amio_frame_writer_write_raw(struct amio_frame_writer *fw, int fd, const void *buf,
+                                             size_t len);
+
+/*
+ * Sends the bytes of iov[0..iovcnt) on the non-blocking fd as they are.
+ * Like amio_frame_writer_write_raw() with the pieces joined, without joining
+ * them: a RESP reply's "$<n>\r\n", value and "\r\n" go out in one call. Up to
+ * 32 pieces go out in each sendmsg(2) with the queue; longer vectors continue
+ * in further calls while the fd takes everything. Zero-length pieces are
+ * skipped; a vector of 0 bytes sends nothing.
+ * Returns: bytes still queued (0 = everything sent; otherwise wait for write
+ * readiness and call amio_frame_writer_flush()), or, with nothing of these
+ * bytes queued or sent:
+ *   -EINVAL    iovcnt < 0, or the lengths add up to more than SSIZE_MAX;
+ *   -ENOBUFS   queued bytes + the sum of the lengths would exceed max_queued
+ *              even after flushing: wait for write readiness, flush, retry;
+ *   -errno     from sendmsg(2)/writev(2), e.g. -EPIPE, -ECONNRESET (with more
+ *              than 32 pieces the first ones may already have been sent): the
+ *              connection is unusable; fw stays safe to destroy;
+ * or, with part of these bytes possibly sent:
+ *   -ENOMEM    the queue could not grow to hold the unsent rest: the stream
+ *              is broken, every later call returns -ENOMEM; close the fd.
+ * Ownership: iov and the memory it points to are borrowed (iov may be NULL
+ * when iovcnt is 0); unsent bytes are copied. fd is borrowed.
+ * Thread: one thread at a time.
+ */
+AMIO_API ssize_t amio_frame_writer_writev_raw(struct amio_frame_writer *fw, int fd,
+                                              const struct iovec *iov, int iovcnt);
+
+/*
  * Sends queued bytes until the queue is empty or the fd returns EAGAIN.
  * Returns: bytes still queued (0 = all sent, including when nothing was
  * queued), or -errno from sendmsg(2)/writev(2) such as -EPIPE or -ECONNRESET
@@ -245,6 +317,20 @@ AMIO_API size_t amio_frame_writer_queued(const struct amio_frame_writer *fw);
 AMIO_API int amio_line_reader_init(struct amio_line_reader *lr, size_t max_line);
 
 /*
+ * Sets the largest n amio_line_reader_take() accepts, in bytes.
+ * It is max_line until set. The buffer may grow to the larger of max_line and
+ * max_take, but only while a take needs it: once its bytes are handed out,
+ * the next read or feed gives back the memory above max_line (or above 4 KiB
+ * if max_line is smaller); amio_line_reader_shrink() gives back the rest.
+ * Returns: 0, or
+ *   -EINVAL    max_take exceeds SSIZE_MAX;
+ *   -EBUSY     bytes are buffered or a take is pending: set it right after
+ *              init, or when amio_line_reader_buffered() is 0.
+ * Thread: one thread at a time.
+ */
+AMIO_API int amio_line_reader_set_max_take(struct amio_line_reader *lr, size_t max_take);
+
+/*
  * Frees lr's buffer. Line views handed out by lr become invalid.
  * Thread: one thread at a time.
  */
@@ -252,8 +338,12 @@ AMIO_API void amio_line_reader_destroy(struct amio_line_reader *lr);
 
 /*
  * Reads the non-blocking fd like amio_frame_reader_read(): until EAGAIN, EOF
- * or a full buffer holding a complete line (call amio_line_reader_next() until
- * 0, then read again); at most max_line bytes per call; EINTR retried.
+ * or a full buffer holding a complete line or the bytes a pending
+ * amio_line_reader_take() waits for (call amio_line_reader_next() or take()
+ * until 0, then read again); at most the larger of max_line and max_take
+ * bytes per call; EINTR retried. amio_line_reader_drained() then says
+ * whether read(2) said EAGAIN. First gives back the memory a handed-out take
+ * needed above max_line (see amio_line_reader_set_max_take()).
  * Returns: bytes read (> 0); 0 at end of file once every byte was handed out;
  * or
  *   -EAGAIN    nothing to read now (the fd is drained);
@@ -262,18 +352,20 @@ AMIO_API void amio_line_reader_destroy(struct amio_line_reader *lr);
  *   -EMSGSIZE  the stream is broken: a line is longer than max_line;
  *   -ENOMEM    the buffer could not grow;
  *   -errno     from read(2), e.g. -ECONNRESET, -EBADF.
- * Invalidates the view returned by the previous amio_line_reader_next().
+ * Invalidates every view handed out by amio_line_reader_next() and take().
  * Ownership: fd is borrowed.
  * Thread: one thread at a time.
  */
 AMIO_API ssize_t amio_line_reader_read(struct amio_line_reader *lr, int fd);
 
 /*
- * Copies bytes obtained elsewhere into lr, as many as fit within max_line
- * (see amio_frame_reader_feed(): same partial-take rule).
+ * Copies bytes obtained elsewhere into lr, as many as fit within max_line, or
+ * within the size of a pending amio_line_reader_take() (see
+ * amio_frame_reader_feed(): same partial-take rule). Like read(), first gives
+ * back the memory a handed-out take needed above max_line.
  * Returns: bytes taken (0..len), or -EMSGSIZE (stream broken: a line is
  * longer than max_line), or -ENOMEM (could not grow, nothing taken).
- * Invalidates the view returned by the previous amio_line_reader_next().
+ * Invalidates every view handed out by amio_line_reader_next() and take().
  * Ownership: buf is borrowed (may be NULL when len is 0); the bytes are copied.
  * Thread: one thread at a time.
  */
@@ -284,14 +376,57 @@ AMIO_API ssize_t amio_line_reader_feed(struct amio_line_reader *lr, const void *
  * already searched for '\n' are not searched again. After read() reached end
  * of file, an unterminated last line is handed out as is (it does not end in
  * '\n').
+ * Calling it abandons a pending amio_line_reader_take().
  * Returns: 1 and sets line; 0 when no complete line is buffered yet; or
  *   -EMSGSIZE  max_line bytes arrived without a '\n': the stream is broken,
  *              every later call returns -EMSGSIZE; close the connection.
  * Ownership: line->iov_base points into lr's buffer, borrowed until the next
- * read, feed or destroy on lr.
+ * read, feed, shrink or destroy on lr (next() and take() leave earlier views
+ * valid, so a parser may hold every piece of one request).
  * Thread: one thread at a time.
  */
 AMIO_API int amio_line_reader_next(struct amio_line_reader *lr, struct iovec *line);
+
+/*
+ * Hands out the next n bytes as they are, '\n' or not, without copying them.
+ * For a length the protocol announced on the line before: a RESP bulk string
+ * "$<n>\r\n" is followed by n + 2 bytes, an HTTP body by Content-Length.
+ * When fewer than n bytes are buffered, the take stays pending: read() and
+ * feed() then buffer up to n bytes (growing the buffer past max_line if need
+ * be, up to max_take) without searching them for '\n'; call take() with the
+ * same n again after each read. A RESP server:
+ *
+ *	// after next() gave "$<len>\r\n":
+ *	while ((r = amio_line_reader_take(&lr, len + 2, &v)) == 0)
+ *		... read more, or return and resume here at the next AMIO_READ
+ *
+ * Returns: 1 and sets out to the n bytes (iov_len = n; n may be 0); 0 when
+ * fewer than n bytes are buffered (need more bytes: not an error); or
+ *   -EMSGSIZE  n exceeds max_take (amio_line_reader_set_max_take(); max_line
+ *              by default): nothing changes, the stream is not marked broken;
+ *              or, sticky, a line was already longer than max_line;
+ *   -EPROTO    read() reached end of file before n bytes arrived (the peer's
+ *              stream was truncated); returned on every later call with n.
+ * Ownership: out->iov_base points into lr's buffer, borrowed until the next
+ * read, feed, shrink or destroy on lr, as for next().
+ * Thread: one thread at a time.
+ */
+AMIO_API int amio_line_reader_take(struct amio_line_reader *lr, size_t n, struct iovec *out);
+
+/*
+ * Gives back the buffer memory that the buffered bytes do not need.
+ * Frees it all when nothing is buffered, otherwise moves them into a block of
+ * the initial size (4 KiB, or the buffer limit if smaller) or of their own
+ * size if larger. For a
+ * connection going idle: read() and feed() already give back what a take
+ * needed above max_line, but an idle connection calls neither. A pending
+ * take grows the buffer again as its bytes arrive. If memory is short, keeps
+ * the larger block (nothing is lost).
+ * Returns: bytes allocated afterwards (amio_line_reader_capacity()).
+ * Invalidates every view handed out by amio_line_reader_next() and take().
+ * Thread: one thread at a time.
+ */
+AMIO_API size_t amio_line_reader_shrink(struct amio_line_reader *lr);
 
 /*
  * Bytes buffered in lr and not yet handed out.
@@ -300,10 +435,21 @@ AMIO_API int amio_line_reader_next(struct amio_line_reader *lr, struct iovec *li
 AMIO_API size_t amio_line_reader_buffered(const struct amio_line_reader *lr);
 
 /*
- * Bytes allocated for lr's buffer: 0 before first use, never above max_line.
+ * Bytes allocated for lr's buffer: 0 before first use, never above the larger
+ * of max_line and max_take. Above the larger of max_line and 4 KiB only while
+ * a take() needs it, until the next read or feed after it was handed out.
  * Thread: one thread at a time.
  */
 AMIO_API size_t amio_line_reader_capacity(const struct amio_line_reader *lr);
+
+/*
+ * Says whether the last amio_line_reader_read() on lr stopped at EAGAIN.
+ * See amio_frame_reader_drained(): once the lines are handed out, wait for
+ * the next AMIO_READ instead of reading again.
+ * Returns: 1 or 0.
+ * Thread: one thread at a time.
+ */
+AMIO_API int amio_line_reader_drained(const struct amio_line_reader *lr);
 
 #ifdef __cplusplus
 }
