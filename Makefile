@@ -84,7 +84,7 @@ torture: deps
 	@cmake --build --preset asan -j $(JOBS) --target check_model
 	@sh scripts/torture.sh $(SECONDS) build/debug/tests/check_model build/asan/tests/check_model
 
-# Soak (tests/soak_connections.c, CTest label soak): 10,000 connections, then
+# Soak (tests/soak_connections.c, CTest label soak, on io_uring and on epoll): 10,000 connections, then
 # 200,000 connect/close cycles, in a release build (about 15 s on 2 vCPUs).
 soak: release
 	@cd build/release && ctest -L soak --output-on-failure $(CTEST_ARGS)
