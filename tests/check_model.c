@@ -598,8 +598,11 @@ static void check_note(const struct ctx *c, const amio_notification *n)
 		       want == 1 ? "none" : amio_strerror(want));
 		r->parked = true;
 		r->errored = true;
-		/* Parked for sure only if one arming was outstanding. */
-		r->err_parked = r->arms <= 1;
+		/* Parked for sure only if this error cannot answer an arming
+		 * a later reregister replaced: none outstanding (it answers an
+		 * internal re-arm: LEVEL, or a multishot the kernel ended), or
+		 * just the first registration (no earlier poll to re-arm). */
+		r->err_parked = r->arms == 0 || (r->arms == 1 && r->prev_events == 0);
 		r->arms = 0;
 		r->zombie = n->error == -EBUSY;
 		r->owed = 0;
