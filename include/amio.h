@@ -59,7 +59,11 @@ enum {
 	 * or at most once per amio_registrar_wait() call of the inbox's owner,
 	 * re-armed when it waits again after taking the last report (inbox
 	 * mode). Emulated: a one-shot poll re-armed then, which reports at
-	 * once if still ready (multishot with IORING_POLL_ADD_LEVEL is -EINVAL). */
+	 * once if still ready (multishot with IORING_POLL_ADD_LEVEL is -EINVAL).
+	 * Like every readiness report it can be stale when handed out: data
+	 * that arrived and was read by the consumer before the wait returned
+	 * still reports READ (on io_uring the kernel posts readiness when it
+	 * happens; epoll re-checks at epoll_wait). A read then gives EAGAIN. */
 	AMIO_LEVEL = 1u << 8,
 	/* One notification, then disarmed until amio_reregister(). */
 	AMIO_ONESHOT = 1u << 9,

@@ -103,7 +103,10 @@ static uint32_t to_events(int32_t res, uint32_t want)
 		ev |= AMIO_READ;
 	if (res & POLLOUT)
 		ev |= AMIO_WRITE;
-	if (res & (POLLHUP | POLLRDHUP))
+	/* POLLRDHUP (the peer's half-close) only for a reader, as documented:
+	 * io_uring's poll can carry it for a writer too (the wakeup's mask),
+	 * epoll never does; POLLHUP (both directions) goes to everyone. */
+	if ((res & POLLHUP) || ((res & POLLRDHUP) && (want & AMIO_READ)))
 		ev |= AMIO_HUP;
 	if (res & POLLERR)
 		ev |= AMIO_ERROR;

@@ -248,6 +248,31 @@ START_TEST(half_close_by_the_peer_reports_hup_and_read)
 }
 END_TEST
 
+/* A half-close (POLLRDHUP) is AMIO_HUP for a reader only, on both backends
+ * (io_uring's poll carried it to a WRITE-only registration; epoll did not):
+ * a writer hears of the peer's half-close only when the socket is fully
+ * hung up. Found by the outside attacker. */
+START_TEST(half_close_is_hup_for_readers_only)
+{
+	struct fixture f;
+	amio_notification n[4];
+	int fds[2];
+
+	setup(&f, NULL);
+	t_tcp_pair(fds);
+	ck_assert_int_gt(amio_register(f.r, fds[1], AMIO_WRITE, NULL), 0);
+	ck_assert_int_eq(t_collect(f.p, n, 1, 1000), 1); /* writable at once */
+	ck_assert_uint_eq(n[0].events, AMIO_WRITE);
+	ck_assert_int_eq(shutdown(fds[0], SHUT_WR), 0);
+	for (int k = t_collect(f.p, n, 4, 100), i = 0; i < k; i++)
+		ck_assert_msg(!(n[i].events & AMIO_HUP), "a WRITE-only registration got %#x",
+		              n[i].events);
+	close(fds[0]);
+	close(fds[1]);
+	teardown(&f);
+}
+END_TEST
+
 /* ---- Deregistration ------------------------------------------------------ */
 
 static bool peer_sees_eof(int fd, int within_ms)
@@ -657,6 +682,7 @@ static Suite *poller_suite(void)
 	tcase_add_test(tc, oneshot_reports_once_until_reregistered);
 	tcase_add_test(tc, reregister_for_write_reports_writability_at_once);
 	tcase_add_test(tc, half_close_by_the_peer_reports_hup_and_read);
+	tcase_add_test(tc, half_close_is_hup_for_readers_only);
 	tcase_add_test(tc, cq_overflow_ends_multishot_polls_and_they_are_rearmed);
 	suite_add_tcase(s, tc);
 
