@@ -58,13 +58,13 @@ struct amio__backend {
 };
 
 /* A thread that sleeps until woken: an inbox registrar (io_uring: MSG_RING
- * into its small ring; epoll: an eventfd). On io_uring kernels without
+ * into its small ring; epoll: a futex on its doorbell). On io_uring kernels without
  * ring-less MSG_RING every registrar owns a ring to send its wakeups. */
 struct amio__waiter {
 	const struct amio__backend_ops *ops;
 	struct io_uring ring;
 	bool has_ring;
-	int efd; /* epoll: eventfd, or -1 */
+	uint32_t *word; /* epoll: its registrar's doorbell, the futex slept on */
 };
 
 /*
@@ -136,8 +136,11 @@ struct amio__backend_ops {
 	int (*wake_poller)(struct amio_poller *p, struct amio__waiter *from);
 	/* Wake a waiter now, from any thread (amio_poller_free). */
 	int (*wake_waiter_now)(struct amio_poller *p, struct amio__waiter *w);
-	/* A registrar's waiter: inbox registrars sleep on it. */
-	int (*waiter_init)(struct amio_poller *p, struct amio__waiter *w, bool inbox);
+	/* A registrar's waiter: inbox registrars sleep on it. doorbell: the
+	 * registrar's RUNNING/SLEEPING/NOTIFIED word, which the waker moves
+	 * SLEEPING -> NOTIFIED before it wakes. */
+	int (*waiter_init)(struct amio_poller *p, struct amio__waiter *w, bool inbox,
+	                   uint32_t *doorbell);
 	void (*waiter_destroy)(struct amio__waiter *w);
 	/* Sleep until woken or timeout_ns (-1 = none); consumes the wakeups. */
 	int (*waiter_wait)(struct amio__waiter *w, int64_t timeout_ns);

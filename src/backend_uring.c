@@ -497,13 +497,13 @@ static int uring_wake_waiter_now(amio_poller *p, struct amio__waiter *w)
 
 /* ---- Waiters ------------------------------------------------------------ */
 
-static int uring_waiter_init(amio_poller *p, struct amio__waiter *w, bool inbox)
+static int uring_waiter_init(amio_poller *p, struct amio__waiter *w, bool inbox, uint32_t *doorbell)
 {
 	int rc;
 
 	memset(w, 0, sizeof(*w));
 	w->ops = &amio__uring_ops;
-	w->efd = -1;
+	w->word = doorbell;
 	/* A ring to sleep on (inbox), or to send wakeups from (no ring-less
 	 * MSG_RING). */
 	if (!inbox && p->be.u.ringless_msg)

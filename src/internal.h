@@ -478,9 +478,10 @@ static inline int amio__backend_wake_waiter_now(amio_poller *p, struct amio__wai
 {
 	return p->be.ops->wake_waiter_now(p, w);
 }
-static inline int amio__waiter_init(amio_poller *p, struct amio__waiter *w, bool inbox)
+static inline int amio__waiter_init(amio_poller *p, struct amio__waiter *w, bool inbox,
+                                    uint32_t *doorbell)
 {
-	return p->be.ops->waiter_init(p, w, inbox);
+	return p->be.ops->waiter_init(p, w, inbox, doorbell);
 }
 static inline void amio__waiter_destroy(struct amio__waiter *w)
 {

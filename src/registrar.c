@@ -61,7 +61,7 @@ int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out)
 	rc = (!r->cmdq_buf || ((flags & AMIO_INBOX) && !r->inbox_buf)) ? -ENOMEM : 0;
 	/* A ring to sleep on (inbox), or to send wakeups from (old kernels). */
 	if (rc == 0)
-		rc = amio__waiter_init(p, &r->waiter, flags & AMIO_INBOX);
+		rc = amio__waiter_init(p, &r->waiter, flags & AMIO_INBOX, &r->doorbell);
 	if (rc < 0) {
 		free(r->cmdq_buf);
 		free(r->inbox_buf);
@@ -334,7 +334,10 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 		/* SLEEPING before the inbox re-check; pairs with the poller's
 		 * fence between its inbox store and doorbell load. */
 		ck_pr_fence_store_load();
-		if (ck_ring_size(&r->inbox)) {
+		/* shutdown too: amio_poller_free stores it before it wakes the
+		 * SLEEPING waiters, and a futex waker leaves nothing behind for
+		 * a waiter that was not yet asleep (a MSG_RING CQE does). */
+		if (ck_ring_size(&r->inbox) || ck_pr_load_32(&r->p->shutdown)) {
 			ck_pr_store_32(&r->doorbell, AMIO__RUNNING);
 			continue;
 		}
