@@ -1,7 +1,8 @@
 #!/bin/sh
 # Micro-benchmarks: cross-thread wakeups (bench/wakeup_bench.c: amio channel vs
 # Amy's eventfd channel vs a pipe) and registrations per second
-# (bench/register_bench.c: amio vs epoll_ctl vs libevent).
+# (bench/register_bench.c: amio on io_uring and on its epoll backend vs
+# epoll_ctl vs libevent).
 #   sh bench/micro.sh [build_dir]        (default build/release)
 #   QUICK=1 sh bench/micro.sh ...        short runs, under ~40 s (what `make bench` runs)
 #   env: REPS, MSGS (per sender), LAT_N, IDLE_N, GAP_US, SECS, SOCKETS,
@@ -45,7 +46,7 @@ for b in wakeup_bench register_bench; do
 	[ -x "$BIN/$b" ] || { echo "micro.sh: no $BIN/$b (build first)" >&2; exit 1; }
 done
 WAKE_MODES="amio eventfd pipe"
-REG_MODES="amio amio-armed epoll"
+REG_MODES="amio amio-armed amio-epoll amio-armed-epoll epoll"
 if "$BIN/register_bench" -m libevent -k 1 -t 0.01 >/dev/null 2>&1; then
 	REG_MODES="$REG_MODES libevent"
 fi
@@ -252,28 +253,33 @@ mkdir -p "$OUT_DIR"
 		}
 		print "\np50 / eventfd below 1 means faster than the eventfd channel.\n"
 	}
-	function reg_table(   t, i, k, m, lo, hi, be, row) {
+	function reg_table(   t, i, k, m, lo, hi, be, row, tw) {
 		printf "## Registrations/s (%d live TCP sockets per thread; register+deregister = 1; %s s windows)\n\n", sockets, secs
-		print "| threads | mode | registrations/s | CPU us/reg | syscalls/reg | amio SQEs/reg | amio apply wait ms | x epoll_ctl |"
-		print "|---:|---|---:|---:|---:|---:|---:|---:|"
+		print "| threads | mode | registrations/s | CPU us/reg | syscalls/reg | amio SQEs/reg | amio apply wait ms | x epoll_ctl | x io_uring |"
+		print "|---:|---|---:|---:|---:|---:|---:|---:|---:|"
 		for (t = 1; t <= 4; t *= 4) {
 			row = "reg-" t
 			be = median(v1[row, "epoll"])
 			for (i = 1; i <= NR; i++) {
 				k = row SUBSEP R[i]
 				if (!(k in v1)) continue
+				# amio on epoll: relative to the same mode on io_uring
+				tw = R[i] ~ /^amio.*-epoll$/ ? row SUBSEP substr(R[i], 1, length(R[i]) - 6) : ""
 				m = median(v1[k]); lo = MIN; hi = MAX
-				printf "| %d | %s | %.0f (%.0f-%.0f) | %.3f | %s | %s | %s | %s |\n", t, \
+				printf "| %d | %s | %.0f (%.0f-%.0f) | %.3f | %s | %s | %s | %s | %s |\n", t, \
 				       R[i] == "epoll" ? "epoll_ctl" : R[i], m, lo, hi, median(v2[k]), \
 				       sys_cell(k, "%.3f"), (k in v3) ? sprintf("%.3f", median(v3[k])) : "-", \
-				       (k in v5) ? sprintf("%.3f", median(v5[k])) : "-", ratio(m, be)
+				       (k in v5) ? sprintf("%.3f", median(v5[k])) : "-", ratio(m, be), \
+				       (tw in v1) ? ratio(m, median(v1[tw])) : "-"
 			}
 		}
 		print ""
 		print "amio: amio_register only queues a command; each window ends once the poll thread has applied every command (that wait is included, see apply wait)."
 		print "amio skips the kernel for a register whose deregister is queued before the poll thread applies it (SQEs/reg < 2);"
 		print "amio-armed waits each round (a 0 ms timer behind the registers) until they are applied, so every registration arms and removes a poll (2 SQEs);"
-		print "its syscalls include the sched_yield() calls of workers waiting for that timer.\n"
+		print "its syscalls include the sched_yield() calls of workers waiting for that timer."
+		print "amio-epoll, amio-armed-epoll: the same on amio'"'"'s epoll backend (AMIO_BACKEND_EPOLL), where the poll thread applies each command with epoll_ctl"
+		print "on a dup of the fd (amio SQEs/reg: those epoll_ctl calls); x io_uring: relative to the same mode on io_uring (amio, amio-armed).\n"
 	}
 	function verdict(ok) { return ok ? "**met**" : "**missed**" }
 	function targets(   a, e, r) {
@@ -287,6 +293,10 @@ mkdir -p "$OUT_DIR"
 		e = median(v1["reg-4", "epoll"]); a = median(v1["reg-4", "amio"]); r = median(v1["reg-4", "amio-armed"])
 		printf "- amio registrations >= 1.5x epoll_ctl with 4 threads: amio %sx, %s; amio-armed %sx, %s.\n", \
 		       ratio(a, e), verdict(e > 0 && a >= 1.5 * e), ratio(r, e), verdict(e > 0 && r >= 1.5 * e)
+		if (("reg-4" SUBSEP "amio-epoll") in v1 && ("reg-4" SUBSEP "amio-armed-epoll") in v1)
+			printf "- amio on epoll, 4 threads (no target): amio-epoll %sx epoll_ctl, %sx amio on io_uring; amio-armed-epoll %sx epoll_ctl, %sx amio-armed on io_uring.\n", \
+			       ratio(median(v1["reg-4", "amio-epoll"]), e), ratio(median(v1["reg-4", "amio-epoll"]), a), \
+			       ratio(median(v1["reg-4", "amio-armed-epoll"]), e), ratio(median(v1["reg-4", "amio-armed-epoll"]), r)
 	}
 	END {
 		NM = split(modes, M, " "); NR = split(regmodes, R, " ")

@@ -8,7 +8,9 @@
  *   amio      a poll thread in amio_poller_wait (Amy mode); each worker has
  *             its own registrar: amio_register(r, fd, AMIO_READ, NULL) and
  *             amio_deregister(r, id); -EAGAIN (command queue full) is retried
- *             after sched_yield() and counted
+ *             after sched_yield() and counted; on the io_uring backend
+ *             (AMIO_BACKEND_IO_URING: AMIO_BACKEND in the environment does
+ *             not apply, and there is no fallback to epoll)
  *   amio-armed  the same, but each round waits until the poll thread has
  *             applied the round's registers before deregistering them, so
  *             every registration really arms a poll in the kernel (plain amio
@@ -16,6 +18,10 @@
  *             before the poller got to it: see amio_sqes_per_reg). The wait:
  *             a 0 ms timer queued after the registers, seen by the poll thread
  *             (one registrar's commands are applied in order); 1 per round
+ *   amio-epoll, amio-armed-epoll  the same two on amio's epoll backend
+ *             (AMIO_BACKEND_EPOLL): the poll thread applies the commands with
+ *             epoll_ctl on a dup of each fd (amio_sqes_per_reg then counts
+ *             those epoll_ctl calls)
  *   epoll     epoll_ctl ADD (EPOLLIN | EPOLLET, like amio's default edge mode)
  *             and DEL from the workers on one shared epoll fd; poll thread in
  *             epoll_wait
@@ -35,11 +41,12 @@
  * workers round robin to the others.
  * Syscalls: as wakeup_bench (perf stat --control through BENCH_PERF_CTL_FD
  * and BENCH_PERF_ACK_FD; counting covers the measured window only).
- * amio's poller: the library's default config; BENCH_AMIO_SPIN_US=us sets
+ * amio's poller: the library's default config but for the mode's backend
+ * (printed as backend= in the RESULT line); BENCH_AMIO_SPIN_US=us sets
  * its idle spin (spin_us), BENCH_AMIO_NO_SPIN=1 forbids it.
  *
- * Usage: register_bench -m amio|amio-armed|epoll|libevent [-T threads] [-k sockets]
- *                       [-t seconds] [-p]
+ * Usage: register_bench -m amio|amio-armed|amio-epoll|amio-armed-epoll|epoll|libevent
+ *                       [-T threads] [-k sockets] [-t seconds] [-p]
  * Output: human text, then one `RESULT key=value ...` line.
  */
 #define _GNU_SOURCE
@@ -92,7 +99,8 @@ struct worker {
 /* One mode: setup, the poll thread, and a worker's register/deregister. */
 struct mode {
 	const char *name;
-	bool wait_armed; /* amio-armed: registers applied before the deregisters */
+	bool wait_armed;  /* amio-armed: registers applied before the deregisters */
+	uint32_t backend; /* amio: AMIO_BACKEND_IO_URING or AMIO_BACKEND_EPOLL */
 	void (*setup)(struct bench *b);
 	void (*worker_init)(struct worker *w);
 	void *(*poll_main)(void *arg);
@@ -186,6 +194,7 @@ static void amio_setup(struct bench *b)
 	int rc;
 
 	poller_config(&cfg);
+	cfg.backend = b->m->backend; /* the mode names its backend: no fallback */
 	rc = amio_poller_new(&b->p, &cfg);
 	if (rc < 0)
 		die_amio("amio_poller_new", rc);
@@ -436,14 +445,18 @@ static void libevent_teardown(struct bench *b)
 #endif
 
 static const struct mode modes[] = {
-    {"amio", false, amio_setup, amio_worker_init, amio_poll, amio_reg, amio_dereg, amio_stop,
-     amio_teardown},
-    {"amio-armed", true, amio_setup, amio_worker_init, amio_poll, amio_reg, amio_dereg, amio_stop,
-     amio_teardown},
-    {"epoll", false, epoll_setup, epoll_worker_init, epoll_poll, epoll_reg, epoll_dereg, epoll_stop,
-     epoll_teardown},
+    {"amio", false, AMIO_BACKEND_IO_URING, amio_setup, amio_worker_init, amio_poll, amio_reg,
+     amio_dereg, amio_stop, amio_teardown},
+    {"amio-armed", true, AMIO_BACKEND_IO_URING, amio_setup, amio_worker_init, amio_poll, amio_reg,
+     amio_dereg, amio_stop, amio_teardown},
+    {"amio-epoll", false, AMIO_BACKEND_EPOLL, amio_setup, amio_worker_init, amio_poll, amio_reg,
+     amio_dereg, amio_stop, amio_teardown},
+    {"amio-armed-epoll", true, AMIO_BACKEND_EPOLL, amio_setup, amio_worker_init, amio_poll,
+     amio_reg, amio_dereg, amio_stop, amio_teardown},
+    {"epoll", false, 0, epoll_setup, epoll_worker_init, epoll_poll, epoll_reg, epoll_dereg,
+     epoll_stop, epoll_teardown},
 #ifdef BENCH_HAVE_LIBEVENT
-    {"libevent", false, libevent_setup, libevent_worker_init, libevent_poll, libevent_reg,
+    {"libevent", false, 0, libevent_setup, libevent_worker_init, libevent_poll, libevent_reg,
      libevent_dereg, libevent_stop, libevent_teardown},
 #endif
 };
@@ -515,8 +528,8 @@ static void report(struct bench *b, uint64_t regs, int64_t ns, int64_t cpu, int6
 	       b->m->name, b->threads, b->k, regs * 1e9 / ns, regs, ns / 1e9, cpu / 1e3 / regs);
 	if (b->p)
 		printf(", %.3f ms of it waiting until the poll thread applied every command,"
-		       " %" PRIu64 " queue-full retries",
-		       settle_ns / 1e6, retries);
+		       " %" PRIu64 " queue-full retries, backend %s",
+		       settle_ns / 1e6, retries, amio_poller_backend(b->p));
 	printf("\nRESULT bench=register mode=%s threads=%u sockets=%u regs=%" PRIu64
 	       " secs=%.4f regs_per_s=%.0f cpu_us_per_reg=%.3f pinned=%d notifications=%" PRIu64,
 	       b->m->name, b->threads, b->k, regs, ns / 1e9, regs * 1e9 / ns, cpu / 1e3 / regs,
@@ -525,12 +538,13 @@ static void report(struct bench *b, uint64_t regs, int64_t ns, int64_t cpu, int6
 		struct amio_poller_stats st;
 
 		amio_poller_stats(b->p, &st);
-		printf(" apply_wait_ms=%.3f full_retries=%" PRIu64 " amio_sqes_per_reg=%.3f"
-		       " amio_cqes_per_reg=%.3f amio_enters_per_1k=%.2f amio_wakeups_per_1k=%.2f",
-		       settle_ns / 1e6, retries, (double)(st.sqes - b->st0.sqes) / regs,
-		       (double)(st.cqes - b->st0.cqes) / regs,
-		       (st.enters - b->st0.enters) * 1e3 / regs,
-		       (st.wakeups_sent - b->st0.wakeups_sent) * 1e3 / regs);
+		printf(
+		    " backend=%s apply_wait_ms=%.3f full_retries=%" PRIu64 " amio_sqes_per_reg=%.3f"
+		    " amio_cqes_per_reg=%.3f amio_enters_per_1k=%.2f amio_wakeups_per_1k=%.2f",
+		    amio_poller_backend(b->p), settle_ns / 1e6, retries,
+		    (double)(st.sqes - b->st0.sqes) / regs, (double)(st.cqes - b->st0.cqes) / regs,
+		    (st.enters - b->st0.enters) * 1e3 / regs,
+		    (st.wakeups_sent - b->st0.wakeups_sent) * 1e3 / regs);
 	}
 	printf("\n");
 }
@@ -539,7 +553,7 @@ static void report(struct bench *b, uint64_t regs, int64_t ns, int64_t cpu, int6
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: register_bench -m amio|amio-armed|epoll"
+	fprintf(stderr, "usage: register_bench -m amio|amio-armed|amio-epoll|amio-armed-epoll|epoll"
 #ifdef BENCH_HAVE_LIBEVENT
 	                "|libevent"
 #endif

@@ -4,18 +4,28 @@
 #   QUICK=1 sh bench/run.sh ...        short windows (what `make bench` runs)
 #   env: REPS, WARM, SECS (seconds), PORT, SRV_CPU, CLI_CPU, RESULTS_DIR,
 #   BENCH_AMIO_SPIN_US=us (amio servers' idle spin, spin_us; default adaptive),
-#   BENCH_SERVERS="name:binary ..." (a subset, e.g. "amio-amy:srv_amio_amy epoll-amy:srv_epoll_amy"),
+#   BENCH_SERVERS="name:binary[:VAR=value...] ..." (a subset, e.g. "amio-amy:srv_amio_amy
+#     epoll-amy:srv_epoll_amy"; binary: in build_dir/bench, or an absolute path;
+#     VAR=value pieces, colon-separated, go to that server's environment:
+#     "amio-amy-epoll:srv_amio_amy:AMIO_BACKEND=epoll"),
+#   "amio on io_uring unchanged" target: amio-X against amio-X-before in the same
+#     run where there is one (e.g. "amio-single-before:/tmp/old/build/bench/srv_amio_single",
+#     a build of an earlier commit), else against BENCH_BASELINE=file.tsv (an earlier
+#     run; default: the newest untagged echo-DATE.tsv in the results directory),
 #   BENCH_POLL_SCHED_BATCH=1 (two-thread servers' poll thread in SCHED_BATCH),
 #   BENCH_TAG=name (results file echo-DATE-name.md)
 # Each server must first pass an integrity run (1 B..64 KiB messages written
 # in random split pieces, 256 in flight per connection, reads paused now and
 # then so the server's writes come back partial (EAGAIN), every byte checked)
-# or it is not benchmarked. Then, for REPS repetitions, the servers take
+# or it is not benchmarked; an amio server must also log the backend its
+# AMIO_BACKEND asks for ("<srv>: backend epoll" on stderr), and hold no
+# io_uring fd on epoll (/proc/PID/fd). Then, for REPS repetitions, the servers take
 # turns (interleaved); each runs every row. Server pinned to CPU 0, client to CPU 1. Server CPU per request comes
 # from /proc/PID/stat (utime+stime, all threads) over the whole client run,
 # syscalls per request from `perf stat -e raw_syscalls:sys_enter -p PID`.
 # Writes bench/results/echo-YYYY-MM-DD.md (the table with medians, min-max
-# and ratios to epoll and uring-poll) and prints it.
+# and ratios to epoll and uring-poll, amio on io_uring vs on epoll, and the
+# targets) and prints it.
 set -eu
 
 BUILD=${1:-build/release}
@@ -41,10 +51,26 @@ CLI_CPU=${CLI_CPU:-1}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# name:binary, in table order.
-ALL=${BENCH_SERVERS:-"amio-amy:srv_amio_amy amio-inbox:srv_amio_inbox amio-single:srv_amio_single
+# name:binary[:VAR=value...], in table order. The amio servers name their
+# backend, so an AMIO_BACKEND in the caller's environment changes no row.
+ALL=${BENCH_SERVERS:-"amio-amy:srv_amio_amy:AMIO_BACKEND=io_uring
+amio-amy-epoll:srv_amio_amy:AMIO_BACKEND=epoll
+amio-inbox:srv_amio_inbox:AMIO_BACKEND=io_uring
+amio-inbox-epoll:srv_amio_inbox:AMIO_BACKEND=epoll
+amio-single:srv_amio_single:AMIO_BACKEND=io_uring
+amio-single-epoll:srv_amio_single:AMIO_BACKEND=epoll
 uring-poll:srv_uring_poll uring-completion:srv_uring_completion epoll:srv_epoll
 epoll-amy:srv_epoll_amy libuv:srv_libuv libevent:srv_libevent libev:srv_libev"}
+# The "amio on io_uring unchanged" target compares with an earlier run.
+STEM_GLOB='echo-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].tsv'
+if [ -z "${BENCH_BASELINE:-}" ]; then
+	for f in "$OUT_DIR"/$STEM_GLOB; do
+		if [ -f "$f" ] && [ "$f" != "$OUT_DIR/$STEM.tsv" ]; then BENCH_BASELINE=$f; fi
+	done
+fi
+BASELINE=${BENCH_BASELINE:-}
+[ -z "$BASELINE" ] || [ -f "$BASELINE" ] || { echo "run.sh: no $BASELINE" >&2; exit 1; }
+[ -z "$BASELINE" ] || cp "$BASELINE" "$TMP/base"
 # row name:conns:bytes:depth
 ROWS="latency:1:64:1 throughput:64:64:1 saturation:64:64:16 many-conns:1000:1024:1"
 
@@ -63,18 +89,32 @@ if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
 fi
 HZ=$(getconf CLK_TCK)
 
-# Start server $1 on a fresh port; sets SPID and SPORT.
+# Split server entry $1 (name:binary[:VAR=value...]); sets name, bin (the
+# path), envs.
+parse_entry() {
+	name=${1%%:*} rest=${1#*:}
+	bin=${rest%%:*} envs=""
+	[ "$rest" = "$bin" ] || envs=$(echo "${rest#*:}" | tr ':' ' ')
+	case $bin in
+	/*) ;;
+	*) bin=$BIN/$bin ;;
+	esac
+}
+
+# Start server $bin with $envs on a fresh port; sets SPID and SPORT. Its
+# stderr goes to $TMP/srv.err (stop_server passes it on).
 start_server() {
 	PORT=$((PORT + 1))
 	SPORT=$PORT
-	$PIN_S "$BIN/$1" -p "$SPORT" &
+	# shellcheck disable=SC2086 # $envs: VAR=value words
+	env $envs $PIN_S "$bin" -p "$SPORT" 2>"$TMP/srv.err" &
 	SPID=$!
 	hex=$(printf '%04X' "$SPORT")
 	i=0
 	while ! grep -q "^ *[0-9]*: 0100007F:$hex 00000000:0000 0A" /proc/net/tcp; do
 		i=$((i + 1))
 		if [ $i -gt 300 ] || ! kill -0 "$SPID" 2>/dev/null; then
-			echo "run.sh: $1 did not start" >&2
+			echo "run.sh: $bin did not start: $(cat "$TMP/srv.err")" >&2
 			return 1
 		fi
 		sleep 0.01
@@ -84,6 +124,32 @@ start_server() {
 stop_server() {
 	kill -INT "$SPID" 2>/dev/null || true
 	wait "$SPID" 2>/dev/null || echo "run.sh: server exited with an error" >&2
+	grep -v '^[^ ]*: backend [^ ]*$' "$TMP/srv.err" >&2 || true
+}
+
+# The backend the running server logged ("-" for the non-amio servers) and
+# how many io_uring fds it holds.
+srv_backend() {
+	sed -n 's/^[^ ]*: backend \([^ ]*\)$/\1/p' "$TMP/srv.err" | head -n 1 | grep . || echo -
+}
+uring_fds() {
+	n=0
+	for f in "/proc/$SPID/fd/"*; do
+		[ "$(readlink "$f" 2>/dev/null)" != "anon_inode:[io_uring]" ] || n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# The integrity run's check of an entry's AMIO_BACKEND=want: the server
+# logged that backend; on epoll it holds no io_uring fd, on io_uring some.
+backend_ok() {
+	want=$(echo "$envs" | tr ' ' '\n' | sed -n 's/^AMIO_BACKEND=//p' | tail -n 1)
+	[ -n "$want" ] || return 0
+	[ "$1" = "$want" ] || return 1
+	case $want in
+	epoll) [ "$2" = 0 ] ;;
+	io_uring) [ "$2" -gt 0 ] ;;
+	esac
 }
 
 # utime + stime of the whole server process, in clock ticks.
@@ -96,16 +162,22 @@ field() {
 	echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
 }
 
-# 1. Integrity.
+# 1. Integrity (and each server's backend, to $TMP/backends).
 SERVERS=""
+: >"$TMP/backends"
 for entry in $ALL; do
-	name=${entry%%:*} bin=${entry#*:}
-	[ -x "$BIN/$bin" ] || continue
-	start_server "$bin" || continue
-	if res=$($PIN_C "$BIN/echo_load" -p "$SPORT" -i -c 8 -d 256 -w 0.2 -t 1 2>"$TMP/err") &&
-		[ "$(field mismatches "$res")" = 0 ]; then
-		echo "integrity: $name ok ($(field total "$res") messages of 1 B..64 KiB)"
+	parse_entry "$entry"
+	[ -x "$bin" ] || continue
+	start_server || continue
+	res=$($PIN_C "$BIN/echo_load" -p "$SPORT" -i -c 8 -d 256 -w 0.2 -t 1 2>"$TMP/err") || res=""
+	be=$(srv_backend) nu=$(uring_fds)
+	if ! backend_ok "$be" "$nu"; then
+		echo "integrity: $name FAILED, not benchmarked: $envs but backend $be, $nu io_uring fds" >&2
+		echo "$name" >>"$TMP/failed"
+	elif [ -n "$res" ] && [ "$(field mismatches "$res")" = 0 ]; then
+		echo "integrity: $name ok ($(field total "$res") messages of 1 B..64 KiB; backend $be, $nu io_uring fds)"
 		SERVERS="$SERVERS $entry"
+		[ "$be" = - ] || printf '%s\t%s\n' "$name" "$be" >>"$TMP/backends"
 	else
 		echo "integrity: $name FAILED, not benchmarked: $(cat "$TMP/err") $res" >&2
 		echo "$name" >>"$TMP/failed"
@@ -162,8 +234,8 @@ last=$REPS
 while [ $rep -le "$last" ]; do
 	[ $rep -gt "$REPS" ] && COUNT_SYSCALLS=1 && echo "syscall pass (perf)"
 	for entry in $SERVERS; do
-		name=${entry%%:*} bin=${entry#*:}
-		start_server "$bin" || continue
+		parse_entry "$entry"
+		start_server || continue
 		for row in $ROWS; do
 			# shellcheck disable=SC2046 # split name:conns:bytes:depth
 			run_row $(echo "$row" | tr ':' ' ')
@@ -201,13 +273,18 @@ mkdir -p "$OUT_DIR"
 	else
 		echo "Syscalls/req: not measured (perf not installed or not permitted)."
 	fi
-	echo "Ratios: requests/s relative to epoll and uring-poll (> 1 is faster); CPU x uring-poll: CPU us/req relative to uring-poll (< 1 is cheaper). *client-bound*: the client used >= 90% of its CPU, so the row measures the client too."
+	if [ -s "$TMP/backends" ]; then
+		echo "amio backends, as the servers logged them (the -epoll rows: the same binary with AMIO_BACKEND=epoll, checked to hold no io_uring fd): $(awk -F'\t' '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }' "$TMP/backends")."
+	fi
+	echo "Ratios: requests/s relative to epoll and uring-poll (> 1 is faster); CPU x epoll, CPU x uring-poll: CPU us/req relative to epoll, uring-poll (< 1 is cheaper). *client-bound*: the client used >= 90% of its CPU, so the row measures the client too."
 	[ -f "$TMP/failed" ] && echo "Failed integrity, not benchmarked: $(tr '\n' ' ' <"$TMP/failed")."
 	echo
 	awk -F'\t' -v order="$(for e in $SERVERS; do printf '%s ' "${e%%:*}"; done)" \
-		-v rows="latency throughput saturation many-conns" '
+		-v rows="latency throughput saturation many-conns" \
+		-v baseline="${BASELINE:+$(basename "$BASELINE")}" -v tol=0.05 '
 	function median(s,   a, n, i, j, t) {
 		n = split(s, a, " ")
+		if (n == 0) { MIN = MAX = 0; return 0 }
 		for (i = 2; i <= n; i++)
 			for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) {
 				t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
@@ -215,27 +292,41 @@ mkdir -p "$OUT_DIR"
 		MIN = a[1]; MAX = a[n]
 		return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
 	}
+	# x / y to two decimals, as printed (verdicts compare the printed value).
+	function ratio(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "-" }
+	function verdict(ok) { return ok ? "**met**" : "**missed**" }
+	function ran(s) { return (s in IN) }
 	FILENAME ~ /sys$/ { sys[$1, $2] = $3; next }
+	FILENAME ~ /backends$/ { backend[$1] = $2; next }
+	FILENAME ~ /base$/ {
+		k = $1 SUBSEP $2
+		brps[k] = brps[k] " " $3; bcpu[k] = bcpu[k] " " $6
+		next
+	}
 	{
 		k = $1 SUBSEP $2
 		rps[k] = rps[k] " " $3; p50[k] = p50[k] " " $4; p99[k] = p99[k] " " $5
 		cpu[k] = cpu[k] " " $6; ccpu[k] = ccpu[k] " " $7; p999[k] = p999[k] " " $8
 	}
-	END {
-		nr = split(rows, R, " "); ns = split(order, S, " ")
-		for (r = 1; r <= nr; r++) {
+	# Medians of server s in row r: MR (requests/s) and MC (CPU us/req); 0 if not run.
+	function med(s, r,   k) {
+		k = r SUBSEP s
+		MR = (k in rps) ? median(rps[k]) : 0
+		MC = (k in cpu) ? median(cpu[k]) : 0
+	}
+	function row_tables(   r, s, k, m, lo, hi, sy, note, c, row, desc, be, bu, ce, cu) {
+		for (r = 1; r <= NRW; r++) {
 			row = R[r]
 			desc = row == "latency" ? "1 conn x 64 B x depth 1" : \
 			       row == "throughput" ? "64 conns x 64 B x depth 1" : \
 			       row == "saturation" ? "64 conns x 64 B x depth 16" : \
 			       "1,000 conns x 1 KiB x depth 1"
 			printf "## %s (%s)\n\n", row, desc
-			print "| server | requests/s | p50 us | p99 us | p99.9 us | CPU us/req | syscalls/req | x epoll | x uring-poll | CPU x uring-poll | note |"
-			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-			be = (row SUBSEP "epoll") in rps ? median(rps[row, "epoll"]) : 0
-			bu = (row SUBSEP "uring-poll") in rps ? median(rps[row, "uring-poll"]) : 0
-			cu = (row SUBSEP "uring-poll") in cpu ? median(cpu[row, "uring-poll"]) : 0
-			for (s = 1; s <= ns; s++) {
+			print "| server | requests/s | p50 us | p99 us | p99.9 us | CPU us/req | syscalls/req | x epoll | x uring-poll | CPU x epoll | CPU x uring-poll | note |"
+			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+			med("epoll", row); be = MR; ce = MC
+			med("uring-poll", row); bu = MR; cu = MC
+			for (s = 1; s <= NS; s++) {
 				k = row SUBSEP S[s]
 				if (!(k in rps))
 					continue
@@ -243,14 +334,121 @@ mkdir -p "$OUT_DIR"
 				sy = k in sys ? sys[k] : "-"
 				note = median(ccpu[k]) >= 90 ? "*client-bound*" : ""
 				c = median(cpu[k])
-				printf "| %s | %.0f (%.0f-%.0f) | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s |\n", \
+				printf "| %s | %.0f (%.0f-%.0f) | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s |\n", \
 				       S[s], m, lo, hi, median(p50[k]), median(p99[k]), median(p999[k]), c, sy, \
-				       be ? sprintf("%.2f", m / be) : "-", bu ? sprintf("%.2f", m / bu) : "-", \
-				       cu ? sprintf("%.2f", c / cu) : "-", note
+				       ratio(m, be), ratio(m, bu), ratio(c, ce), ratio(c, cu), note
 			}
 			print ""
 		}
-	}' "$TMP/sys" "$TMP/raw"
+	}
+	# Every server X-epoll run beside its twin X: the same binary on both backends.
+	function backend_table(   s, t, r, row, k, ku, ru, re, cu_, ce) {
+		NP = 0
+		for (s = 1; s <= NS; s++) {
+			t = S[s]
+			if (t !~ /-epoll$/ || !ran(substr(t, 1, length(t) - 6)))
+				continue
+			PE[++NP] = t; PU[NP] = substr(t, 1, length(t) - 6)
+		}
+		if (!NP)
+			return
+		print "## amio: io_uring vs epoll (the same server binary on each backend)\n"
+		print "| row | server | io_uring requests/s | epoll requests/s | epoll x io_uring | io_uring CPU us/req | epoll CPU us/req | CPU epoll x io_uring | io_uring syscalls/req | epoll syscalls/req |"
+		print "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+		for (r = 1; r <= NRW; r++) {
+			row = R[r]
+			for (s = 1; s <= NP; s++) {
+				ku = row SUBSEP PU[s]; k = row SUBSEP PE[s]
+				if (!(k in rps) || !(ku in rps))
+					continue
+				med(PU[s], row); ru = MR; cu_ = MC
+				med(PE[s], row); re = MR; ce = MC
+				printf "| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s | %s | %s |\n", row, PU[s], \
+				       ru, re, ratio(re, ru), cu_, ce, ratio(ce, cu_), \
+				       (ku in sys) ? sys[ku] : "-", (k in sys) ? sys[k] : "-"
+			}
+		}
+		print "\nepoll x io_uring: > 1 is more requests/s (or more CPU per request) on epoll.\n"
+	}
+	# Per row, "ratio (row), ..." of server x over server y in requests/s
+	# (what "rps") or CPU/request ("cpu"); OK stays 1 while every printed
+	# ratio is within [lo, hi].
+	function row_ratios(x, y, what, lo, hi,   r, out, v) {
+		out = ""
+		for (r = 1; r <= NRW; r++) {
+			med(x, R[r]); v = MR
+			if (what == "cpu") v = MC
+			med(y, R[r])
+			v = ratio(v, what == "cpu" ? MC : MR)
+			if (v == "-") { OK = 0; continue }
+			if (v + 0 < lo || v + 0 > hi) OK = 0
+			out = out (out == "" ? "" : ", ") v "x (" R[r] ")"
+		}
+		return out
+	}
+	function targets(   s, u, out, r, c, k, line, rr, cc, nb, nf) {
+		print "## Targets (issue 12)\n"
+		if (ran("amio-single-epoll") && ran("epoll")) {
+			OK = 1; out = row_ratios("amio-single-epoll", "epoll", "cpu", 0, 1.05)
+			printf "- amio-single on epoll: CPU/request within 1.05x of the epoll server: %s: %s.\n", out, verdict(OK)
+		} else
+			print "- amio-single on epoll within 1.05x of epoll CPU/request: not run (needs amio-single-epoll and epoll)."
+		if (ran("amio-amy-epoll") && ran("epoll-amy")) {
+			OK = 1; r = row_ratios("amio-amy-epoll", "epoll-amy", "rps", 1, 1e9)
+			c = row_ratios("amio-amy-epoll", "epoll-amy", "cpu", 0, 1)
+			printf "- amio-amy on epoll at least level with epoll-amy: requests/s %s; CPU/request %s: %s.\n", r, c, verdict(OK)
+		} else
+			print "- amio-amy on epoll at least level with epoll-amy: not run (needs amio-amy-epoll and epoll-amy)."
+		# Against u-before in this run, else against the baseline file.
+		line = ""; OK = 1; nb = nf = 0
+		for (s = 1; s <= NS; s++) {
+			u = S[s]
+			if (u !~ /^amio-/ || u ~ /-(epoll|before)$/ || (u in backend && backend[u] != "io_uring"))
+				continue
+			out = ""
+			for (r = 1; r <= NRW; r++) {
+				med(u, R[r]); rr = MR; cc = MC
+				k = R[r] SUBSEP u
+				if (ran(u "-before")) {
+					med(u "-before", R[r]); rr = ratio(rr, MR); cc = ratio(cc, MC)
+				} else if (k in brps) {
+					rr = ratio(rr, median(brps[k])); cc = ratio(cc, median(bcpu[k]))
+				} else
+					rr = cc = "-"
+				if (rr == "-" || cc == "-") { OK = 0; continue }
+				if (rr + 0 < 1 - tol || cc + 0 > 1 + tol) OK = 0
+				out = out (out == "" ? "" : ", ") rr "x/" cc "x (" R[r] ")"
+			}
+			if (ran(u "-before")) nb++; else nf++
+			line = line sprintf("%s%s %s%s", line == "" ? ": " : "; ", u, \
+			                    ran(u "-before") ? "x " u "-before " : "", \
+			                    out == "" ? "not compared (no " u "-before row, not in the baseline file)" : out)
+		}
+		if (line == "")
+			print "- amio on io_uring unchanged: no amio server on io_uring in this run."
+		else if (nf && baseline == "")
+			printf "- amio on io_uring unchanged (no earlier run to compare with: add amio-X-before rows or BENCH_BASELINE=file.tsv)%s: %s.\n", line, verdict(0)
+		else
+			printf "- amio on io_uring unchanged against %s (requests/s / CPU per request, this run x that; within %.0f%%)%s: %s.\n", \
+			       nf ? (nb ? "the -before rows and " baseline : baseline " (another run: compare machines)") : "the -before rows (an earlier build, same run)", \
+			       tol * 100, line, verdict(OK)
+		line = ""
+		for (s = 1; s <= NP; s++) {
+			OK = 1
+			line = line sprintf("%s%s %s", line == "" ? ": " : "; ", PU[s], \
+			                    row_ratios(PE[s], PU[s], "cpu", 0, 1e9))
+		}
+		if (line != "")
+			printf "- amio, io_uring vs epoll, CPU/request on epoll x on io_uring (no target; table above)%s.\n", line
+	}
+	END {
+		NRW = split(rows, R, " "); NS = split(order, S, " ")
+		for (s = 1; s <= NS; s++)
+			IN[S[s]] = 1
+		row_tables()
+		backend_table()
+		targets()
+	}' "$TMP/sys" "$TMP/backends" ${BASELINE:+"$TMP/base"} "$TMP/raw"
 } >"$OUT"
 cp "$TMP/raw" "$OUT_DIR/$STEM.tsv"
 cat "$OUT"

@@ -86,7 +86,7 @@ int main(int argc, char **argv)
 
 	port = srv_init(argc, argv);
 	asig_block(&set);
-	if ((rc = apoller_new(&poller)) < 0 ||
+	if ((rc = apoller_new(&poller, "srv_amio_amy")) < 0 ||
 	    (rc = amio_registrar_new(poller, 0, &sockets_r)) < 0 ||
 	    (rc = amio_registrar_new(poller, AMIO_INBOX, &inbox_r)) < 0 ||
 	    (rc = amio_channel_new(inbox_r, CHANNEL_CAP, sizeof(struct batch), NULL, &ch)) < 0)

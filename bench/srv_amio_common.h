@@ -68,18 +68,25 @@ static inline void apool_event(struct apool *pool, amio_registrar *r, const amio
 
 /* A poller with the default config, or what the environment asks for, to
  * measure a setting: BENCH_AMIO_SPIN_US=us (spin_us; default adaptive),
- * BENCH_AMIO_FLAGS=n (AMIO_POLLER_* flags, e.g. 8 = AMIO_POLLER_NO_SPIN). */
-static inline int apoller_new(amio_poller **out)
+ * BENCH_AMIO_FLAGS=n (AMIO_POLLER_* flags, e.g. 8 = AMIO_POLLER_NO_SPIN).
+ * The backend is the library's choice (AMIO_BACKEND=io_uring|epoll picks
+ * one); it is logged to stderr as "<who>: backend <name>", which
+ * bench/run.sh checks against the AMIO_BACKEND it set. */
+static inline int apoller_new(amio_poller **out, const char *who)
 {
 	struct amio_poller_config cfg;
 	const char *v = getenv("BENCH_AMIO_SPIN_US"), *f = getenv("BENCH_AMIO_FLAGS");
+	int rc;
 
 	memset(&cfg, 0, sizeof(cfg));
 	if (v)
 		cfg.spin_us = (uint32_t)strtoul(v, NULL, 10);
 	if (f)
 		cfg.flags = (uint32_t)strtoul(f, NULL, 0);
-	return amio_poller_new(out, &cfg);
+	rc = amio_poller_new(out, &cfg);
+	if (rc == 0)
+		fprintf(stderr, "%s: backend %s\n", who, amio_poller_backend(*out));
+	return rc;
 }
 
 /* With BENCH_AMIO_STATS=1, print the poller's counters to stderr (at exit:

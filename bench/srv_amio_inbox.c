@@ -61,7 +61,7 @@ int main(int argc, char **argv)
 
 	port = srv_init(argc, argv);
 	asig_block(&set);
-	if ((rc = apoller_new(&poller)) < 0)
+	if ((rc = apoller_new(&poller, "srv_amio_inbox")) < 0)
 		srv_die("srv_amio_inbox", "amio_poller_new", rc);
 	pthread_create(&pt, NULL, poll_main, NULL);
 	pthread_create(&wt, NULL, worker, NULL);

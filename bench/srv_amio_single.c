@@ -47,7 +47,7 @@ int main(int argc, char **argv)
 
 	port = srv_init(argc, argv);
 	asig_block(&set);
-	if ((rc = apoller_new(&poller)) < 0)
+	if ((rc = apoller_new(&poller, "srv_amio_single")) < 0)
 		srv_die("srv_amio_single", "amio_poller_new", rc);
 	pthread_create(&t, NULL, loop, NULL);
 	sigwait(&set, &sig);
