@@ -287,11 +287,13 @@ AMIO_API void amio_registrar_free(amio_registrar *r);
  * AMIO_ERROR, error}, after which the registration reports nothing until
  * amio_reregister: -EBADF (a closed fd), -EPERM (an fd the kernel cannot
  * poll: a regular file or directory, as epoll_ctl refuses it), -EBUSY (no
- * SQE could be had).
+ * SQE could be had), -EMFILE/-ENFILE (epoll backend only: it registers a
+ * dup of fd, one more fd per live registration, and the process is out).
  * Returns: the id (> 0), valid until amio_deregister. Errors: -EBADF (fd < 0),
  * -EINVAL (no READ/WRITE, unknown bits, LEVEL with ONESHOT), -EAGAIN (the
  * command queue is full: amio_registrar_wait_room, then retry), -ENOSPC
- * (max_registrations live ids), -ESHUTDOWN.
+ * (max_registrations live ids; a deregistered id counts until the poll
+ * thread has applied its deregister), -ESHUTDOWN.
  * Thread: the registrar's thread; wakes a sleeping poller (wakeups coalesce).
  */
 AMIO_API int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data);

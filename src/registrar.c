@@ -126,7 +126,7 @@ void amio__registrar_room(amio_registrar *r)
 {
 	/* Our dequeues before the waiting load: a store-buffering pair with
 	 * amio_registrar_wait_room (its flag store, then its queue re-check).
-	 * Paid only when the queue was full. */
+	 * One fence per drain that took commands. */
 	ck_pr_fence_store_load();
 	if (ck_pr_load_32(&r->room_waiting))
 		amio__futex_bump(&r->room_seq);
