@@ -1442,7 +1442,7 @@ static void *worker_main(void *arg)
 		for (uint32_t i = 0; i < n; i++) {
 			struct obj *o = &W.objs[i];
 			struct rgh *g = my_registrar(w);
-			int rc;
+			int rc = -ENOENT; /* set whenever it is read: rec_live held above */
 
 			if (o->owner != w->idx || !__atomic_load_n(&o->ready, __ATOMIC_ACQUIRE))
 				continue;
