@@ -1,6 +1,7 @@
 #!/bin/sh
 # make torture SECONDS=N: loop check_model (tests/check_model.c) over fresh
-# seeds for N seconds, alternating the debug and ASan builds, and print the
+# seeds for N seconds, alternating the debug and ASan builds and the io_uring
+# and epoll backends, and print the
 # operations and seeds run. Stops at the first violation (its output names
 # the seed: AMIO_MODEL_SEED=<n> reproduces it).
 # Usage: scripts/torture.sh SECONDS DEBUG_BIN ASAN_BIN
@@ -18,8 +19,11 @@ while :; do
 	[ "$left" -lt "$chunk" ] && chunk=$left
 	[ "$chunk" -lt 2 ] && chunk=2
 	if [ $(( runs % 2 )) -eq 0 ]; then bin=$debug; name=debug; else bin=$asan; name=asan; fi
+	# Both backends: debug and asan on io_uring, then on epoll.
+	if [ $(( runs / 2 % 2 )) -eq 0 ]; then backend=io_uring; else backend=epoll; fi
+	name="$name/$backend"
 	runs=$(( runs + 1 ))
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	AMIO_BACKEND=$backend ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	AMIO_MODEL_SECONDS=$chunk "$bin" >"$log" 2>&1
 	rc=$?
@@ -33,4 +37,4 @@ while :; do
 	seeds=$(( seeds + $1 )); ops=$(( ops + $2 )); notes=$(( notes + $3 ))
 done
 rm -f "$log"
-echo "torture: $seeds seeds, $ops operations, $notes notifications checked in $total s (debug and asan builds): no violation"
+echo "torture: $seeds seeds, $ops operations, $notes notifications checked in $total s (debug and asan builds, io_uring and epoll): no violation"
