@@ -603,7 +603,9 @@ static void check_note(const struct ctx *c, const amio_notification *n)
 		 * internal re-arm: LEVEL, or a multishot the kernel ended), or
 		 * just the first registration (no earlier poll to re-arm). */
 		r->err_parked = r->arms == 0 || (r->arms == 1 && r->prev_events == 0);
-		r->arms = 0;
+		/* Each error answers at most one queued arming: several queued
+		 * reregisters can each fail in turn before the last succeeds. */
+		r->arms -= r->arms > 0;
 		r->zombie = n->error == -EBUSY;
 		r->owed = 0;
 		pthread_mutex_unlock(&o->mu);
