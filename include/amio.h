@@ -1,5 +1,6 @@
 /*
- * amio: the Poller/Registrar event model (after the Rust library Amy) on io_uring.
+ * amio: the Poller/Registrar event model (after the Rust library Amy) on io_uring,
+ * or on epoll where io_uring is blocked (amio_poller_backend names which).
  *
  * One poll thread owns an amio_poller and reaps completions. Any other thread
  * owns an amio_registrar and registers sockets, timers and channels through it;
@@ -159,11 +160,11 @@ enum {
 
 /* Counters, relaxed: each is exact, the set is not a snapshot. */
 struct amio_poller_stats {
-	uint64_t enters;           /* io_uring_enter calls made by the poll thread */
-	uint64_t sqes;             /* SQEs submitted */
-	uint64_t cqes;             /* CQEs reaped */
+	uint64_t enters;           /* io_uring_enter (epoll: epoll_wait) calls of the poll thread */
+	uint64_t sqes;             /* SQEs submitted (epoll: epoll_ctl calls) */
+	uint64_t cqes;             /* CQEs reaped (epoll: events) */
 	uint64_t notifications;    /* notifications returned or delivered to inboxes */
-	uint64_t wakeups_sent;     /* MSG_RING wakeups sent to the poller by registrars */
+	uint64_t wakeups_sent;     /* wakeups sent to the poller (MSG_RING; epoll: eventfd) */
 	uint64_t wakeups_received; /* wakeup CQEs reaped by the poller */
 	uint64_t commands;         /* registrar commands applied */
 	uint64_t rearms;           /* multishot polls re-armed after the kernel ended them */
@@ -175,16 +176,20 @@ struct amio_poller_stats {
 /* ---- Poller ----------------------------------------------------------- */
 
 /*
- * Create a poller and its io_uring. The ring is created disabled and enabled
- * by the first amio_poller_wait/run call, whose thread becomes the poll thread
- * (SINGLE_ISSUER rings accept submissions from one thread only).
+ * Create a poller on the backend chosen by cfg->backend (see struct
+ * amio_poller_config): its io_uring, or its epoll set. The ring is created
+ * disabled and enabled by the first amio_poller_wait/run call, whose thread
+ * becomes the poll thread (SINGLE_ISSUER rings accept submissions from one
+ * thread only); the same thread rule holds on epoll.
  * cfg: borrowed, NULL for defaults. *out: owned by the caller, freed with
  * amio_poller_free().
  * Returns: 0. Errors: -EINVAL (bad cfg: unknown flags, a size above its
  * AMIO_MAX_* limit, max_registrations above 2^24 - 1, spin_us above
- * 1,000,000), -ENOMEM, -ENOSYS/-EPERM (no
- * io_uring: the kernel lacks it or a seccomp/sysctl forbids it), any -errno
- * of io_uring_setup.
+ * 1,000,000, an unknown backend or AMIO_BACKEND value), -ENOMEM,
+ * -ENOSYS/-EPERM/-EACCES (io_uring required by cfg->backend or
+ * AMIO_BACKEND, and the kernel lacks it or a seccomp profile or the sysctl
+ * forbids it; with the default, amio falls back to epoll instead), any
+ * -errno of io_uring_setup or epoll_create1.
  * Thread: any thread.
  */
 AMIO_API int amio_poller_new(amio_poller **out, const struct amio_poller_config *cfg);
@@ -358,7 +363,8 @@ AMIO_API int amio_registrar_wait(amio_registrar *r, amio_notification *out, size
 #define AMIO_TIMER_MAX_MS (UINT64_C(1) << 42)
 
 /* ---- Timers -----------------------------------------------------------
- * Timers are io_uring timeouts on CLOCK_MONOTONIC, ids from the same space as
+ * Timers are io_uring timeouts (epoll: a deadline heap bounding epoll_wait)
+ * on CLOCK_MONOTONIC, ids from the same space as
  * sockets, notifications with AMIO_TIMER. The clock starts when the call is
  * made (the caller's clock, not when the poller gets the command), and a timer
  * never fires early. Cost per live timer (measured with 100,000): 124 bytes
