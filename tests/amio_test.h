@@ -4,6 +4,7 @@
 #define AMIO_TEST_H
 
 #include <check.h>
+#include <pthread.h>
 /* ck_pr as the library sees it: TSan-visible atomics under TSan. */
 #include "../src/ck.h"
 #include <stdbool.h>
@@ -115,6 +116,31 @@ static inline int t_collect(amio_poller *p, amio_notification *out, int n, int t
 		got += rc;
 	}
 	return got;
+}
+
+/* A poll thread in inbox mode (pthread start routine, arg: the poller):
+ * amio_poller_run until amio_poller_stop; Amy-mode notifications that make
+ * run return 1 are collected and dropped. Returns run's last result. */
+static inline void *t_run_poller(void *arg)
+{
+	amio_poller *p = arg;
+	amio_notification n[16];
+	int rc;
+
+	while ((rc = amio_poller_run(p)) == 1)
+		if (amio_poller_wait(p, n, 16, 0) < 0)
+			break;
+	return (void *)(intptr_t)rc;
+}
+
+/* Stop a t_run_poller thread and check that run ended cleanly (0). */
+static inline void t_stop_poller(amio_poller *p, pthread_t t)
+{
+	void *rc;
+
+	ck_assert_int_eq(amio_poller_stop(p), 0);
+	pthread_join(t, &rc);
+	ck_assert_int_eq((int)(intptr_t)rc, 0);
 }
 
 /* Iteration counts times AMIO_TEST_SCALE (default 1). The TSan run lowers

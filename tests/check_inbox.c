@@ -4,26 +4,6 @@
 
 #include "amio_test.h"
 
-static void *run_poller(void *p)
-{
-	int rc;
-
-	while ((rc = amio_poller_run(p)) == 1) {
-		amio_notification n[16];
-		ck_assert_int_ge(amio_poller_wait(p, n, 16, 0), 0);
-	}
-	return (void *)(intptr_t)rc;
-}
-
-static void stop_poller(amio_poller *p, pthread_t t)
-{
-	void *rc;
-
-	ck_assert_int_eq(amio_poller_stop(p), 0);
-	pthread_join(t, &rc);
-	ck_assert_int_eq((int)(intptr_t)rc, 0);
-}
-
 enum { PER_WORKER = 50 };
 
 struct worker {
@@ -79,12 +59,12 @@ START_TEST(two_inbox_registrars_each_receive_exactly_their_own_notifications)
 	struct worker w[2] = {{.p = p}, {.p = p}};
 	pthread_t pt, wt[2];
 
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	for (int i = 0; i < 2; i++)
 		ck_assert_int_eq(pthread_create(&wt[i], NULL, inbox_worker, &w[i]), 0);
 	for (int i = 0; i < 2; i++)
 		pthread_join(wt[i], NULL);
-	stop_poller(p, pt);
+	t_stop_poller(p, pt);
 	for (int i = 0; i < 2; i++) {
 		ck_assert_int_eq(w[i].foreign, 0);
 		for (int k = 0; k < PER_WORKER; k++)
@@ -108,7 +88,7 @@ START_TEST(a_full_inbox_holds_notifications_back_and_loses_none)
 	pthread_t pt;
 
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	for (int i = 0; i < N; i++) {
 		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pairs[i]), 0);
 		ck_assert_int_eq(write(pairs[i][0], "x", 1), 1);
@@ -126,7 +106,7 @@ START_TEST(a_full_inbox_holds_notifications_back_and_loses_none)
 		ck_assert_int_eq(seen[i], 1);
 	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 100), 0);
 	amio_registrar_free(r);
-	stop_poller(p, pt);
+	t_stop_poller(p, pt);
 	amio_poller_free(p);
 	for (int i = 0; i < N; i++) {
 		close(pairs[i][0]);
@@ -170,7 +150,7 @@ START_TEST(freeing_an_inbox_registrar_deregisters_its_ids)
 	int64_t end;
 
 	t_tcp_pair(fds);
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	ck_assert_int_gt(amio_register(r, fds[1], AMIO_READ, NULL), 0);
 	usleep(20000);
@@ -181,7 +161,7 @@ START_TEST(freeing_an_inbox_registrar_deregisters_its_ids)
 	while (read(fds[0], &c, 1) != 0 && t_now_ms() < end)
 		usleep(1000);
 	ck_assert_int_lt(t_now_ms(), end);
-	stop_poller(p, pt);
+	t_stop_poller(p, pt);
 	amio_poller_free(p);
 	close(fds[0]);
 }
@@ -195,7 +175,7 @@ START_TEST(freeing_an_inbox_registrar_mid_delivery_is_safe)
 	amio_poller *p = t_poller(NULL);
 	pthread_t pt;
 
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	for (int round = 0; round < 300; round++) {
 		amio_registrar *r;
 		int sv[4][2];
@@ -215,7 +195,7 @@ START_TEST(freeing_an_inbox_registrar_mid_delivery_is_safe)
 			close(sv[i][1]);
 		}
 	}
-	stop_poller(p, pt);
+	t_stop_poller(p, pt);
 	amio_poller_free(p);
 	ck_assert_int_eq(t_count_fds(), fds_before);
 }
@@ -232,7 +212,7 @@ START_TEST(an_id_deregistered_while_queued_in_the_inbox_is_not_returned)
 	int64_t ida, idb;
 	pthread_t pt;
 
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, a), 0);
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, b), 0);
@@ -246,7 +226,7 @@ START_TEST(an_id_deregistered_while_queued_in_the_inbox_is_not_returned)
 	    amio_deregister(r, n[0].id == (uint64_t)ida ? (uint64_t)idb : (uint64_t)ida), 0);
 	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 100), 0);
 	amio_registrar_free(r);
-	stop_poller(p, pt);
+	t_stop_poller(p, pt);
 	amio_poller_free(p);
 	close(a[0]);
 	close(a[1]);

@@ -32,29 +32,6 @@ static uint32_t rnd(uint32_t n)
 	return (uint32_t)(rng_state >> 33) % n;
 }
 
-/* A poll thread in inbox mode: Amy-mode notifications (none expected) are
- * collected and dropped so run keeps running. */
-static void *run_poller(void *arg)
-{
-	amio_poller *p = arg;
-	amio_notification n[16];
-	int rc;
-
-	while ((rc = amio_poller_run(p)) == 1)
-		if (amio_poller_wait(p, n, 16, 0) < 0)
-			break;
-	return (void *)(intptr_t)rc;
-}
-
-static void stop_poller(amio_poller *p, pthread_t t)
-{
-	void *rc;
-
-	ck_assert_int_eq(amio_poller_stop(p), 0);
-	pthread_join(t, &rc);
-	ck_assert_int_eq((int)(intptr_t)rc, 0);
-}
-
 static void readable_pair(int fds[2])
 {
 	t_tcp_pair(fds);
@@ -412,7 +389,7 @@ static void *run_then_join(void *arg)
 	struct stopper *s = arg;
 	struct amio_poller_stats st;
 
-	s->run_rc = (int)(intptr_t)run_poller(s->p);
+	s->run_rc = (int)(intptr_t)t_run_poller(s->p);
 	amio_poller_stats(s->p, &st);
 	s->notes_at_stop = st.notifications;
 	s->joined = join_within(s->worker, 2000, NULL);
@@ -818,7 +795,7 @@ START_TEST(a_non_pollable_fd_gets_one_error_not_a_busy_loop_in_inbox_mode)
 
 	np.fd = open_nonpollable(_i, &what);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
-	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, t_run_poller, p), 0);
 	usleep(20000);
 	amio_poller_stats(p, &s0);
 	np.id = amio_register(r, np.fd, AMIO_READ, &np);
@@ -833,7 +810,7 @@ START_TEST(a_non_pollable_fd_gets_one_error_not_a_busy_loop_in_inbox_mode)
 	stats_delta(&s0, &s1, &d);
 	if (np.id > 0)
 		ck_assert_int_eq(amio_deregister(r, (uint64_t)np.id), 0);
-	stop_poller(p, t);
+	t_stop_poller(p, t);
 	expect_one_eperm(&np, what, "inbox", &d);
 	amio_registrar_free(r);
 	amio_poller_free(p);
@@ -940,11 +917,11 @@ START_TEST(the_largest_accepted_queues_and_the_smallest_sizes_work)
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	id = amio_register(r, fds[1], AMIO_READ, NULL);
 	ck_assert_int_gt(id, 0);
-	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, t_run_poller, p), 0);
 	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 2000), 1);
 	ck_assert_uint_eq(n[0].id, (uint64_t)id);
 	ck_assert_int_eq(amio_deregister(r, (uint64_t)id), 0);
-	stop_poller(p, t);
+	t_stop_poller(p, t);
 	amio_registrar_free(r);
 	amio_poller_free(p);
 	close_pair(fds);
@@ -980,7 +957,7 @@ START_TEST(cancelling_a_fired_timer_still_in_the_inbox_prevents_its_delivery)
 	int zero = 0, delivered = 0, first_bad = -1, first_rc = 0;
 
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
-	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, t_run_poller, p), 0);
 	for (int i = 0; i < trials; i++) {
 		struct amio_poller_stats st;
 		int64_t id;
@@ -1005,7 +982,7 @@ START_TEST(cancelling_a_fired_timer_still_in_the_inbox_prevents_its_delivery)
 		}
 	}
 	ck_assert_int_eq(amio_registrar_wait(r, n, 16, 100), 0);
-	stop_poller(p, t);
+	t_stop_poller(p, t);
 	ck_assert_msg(first_bad < 0,
 	              "%d of %d one-shot timers fired into the inbox and were delivered after "
 	              "amio_cancel_timer returned; cancel returned 0 %d times (first bad trial "
@@ -1107,7 +1084,7 @@ START_TEST(a_level_registration_in_an_inbox_is_reported_once_per_wait_not_in_a_l
 	int64_t id;
 
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
-	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, t_run_poller, p), 0);
 	readable_pair(fds);
 	id = amio_register(r, fds[1], AMIO_READ | AMIO_LEVEL, NULL);
 	ck_assert_int_gt(id, 0);
@@ -1140,7 +1117,7 @@ START_TEST(a_level_registration_in_an_inbox_is_reported_once_per_wait_not_in_a_l
 	}
 	ck_assert_msg(extra <= 1, "%d READ notifications after the socket was drained", extra);
 	ck_assert_int_eq(amio_deregister(r, (uint64_t)id), 0);
-	stop_poller(p, t);
+	t_stop_poller(p, t);
 	amio_registrar_free(r);
 	amio_poller_free(p);
 	close_pair(fds);
@@ -1232,7 +1209,7 @@ START_TEST(a_worker_receives_every_notification_through_a_tiny_inbox)
 	seed_rng();
 	seed = rng_state;
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
-	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, t_run_poller, p), 0);
 	for (int i = 0; i < N; i++) {
 		t_tcp_pair(pairs[i]);
 		pending[i] = 0;
@@ -1276,23 +1253,13 @@ START_TEST(a_worker_receives_every_notification_through_a_tiny_inbox)
 		ck_assert_int_eq(amio_deregister(r, (uint64_t)ids[i]), 0);
 		close_pair(pairs[i]);
 	}
-	stop_poller(p, t);
+	t_stop_poller(p, t);
 	amio_registrar_free(r);
 	amio_poller_free(p);
 }
 END_TEST
 
 /* ---- Found by the model test (tests/check_model.c) ------------------------ */
-
-static void *run_until_stopped(void *arg)
-{
-	amio_poller *p = arg;
-	amio_notification n[4];
-
-	while (amio_poller_run(p) == 1)
-		(void)amio_poller_wait(p, n, 4, 0);
-	return NULL;
-}
 
 /* F1, inbox: an AMIO_CHANNEL already in the inbox when the receiver drains
  * the channel to -EAGAIN is withdrawn ("a pending notification is then not
@@ -1306,7 +1273,7 @@ START_TEST(a_channel_drained_after_its_notification_reached_the_inbox_reports_no
 	pthread_t pt;
 	uint64_t m = 1;
 
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_until_stopped, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	ck_assert_int_eq(amio_channel_new(r, 8, sizeof(m), NULL, &ch), 0);
 	for (int round = 0; round < t_scale(20); round++) {
@@ -1396,7 +1363,7 @@ START_TEST(a_cancel_racing_the_fire_of_a_one_shot_still_wins)
 	uint64_t seed = (uint64_t)t_now_ms();
 	int rounds = t_scale(20000), late = 0;
 
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_until_stopped, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	for (int i = 0; i < rounds; i++) {
 		int64_t t = amio_set_timeout(r, 0, NULL);

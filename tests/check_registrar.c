@@ -432,16 +432,6 @@ static void *room_waiter_thread(void *arg)
 	return NULL;
 }
 
-static void *run_poller(void *arg)
-{
-	amio_poller *p = arg;
-	amio_notification n[16];
-
-	while (amio_poller_run(p) == 1)
-		(void)amio_poller_wait(p, n, 16, 0);
-	return NULL;
-}
-
 /* A registrar that fills its 4-entry queue as fast as the poll thread
  * drains it, and waits for room without a limit: the queue may fill after
  * the poll thread read its size, so every drain must wake a waiter (only
@@ -456,7 +446,7 @@ START_TEST(wait_room_never_misses_the_drain_of_a_queue_that_filled_meanwhile)
 	int fds[2], waits = 0;
 	int64_t end = t_now_ms() + 1000;
 
-	ck_assert_int_eq(pthread_create(&pt, NULL, run_poller, p), 0);
+	ck_assert_int_eq(pthread_create(&pt, NULL, t_run_poller, p), 0);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	t_tcp_pair(fds);
 	while (t_now_ms() < end) {
