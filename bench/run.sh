@@ -13,7 +13,8 @@
 #     a build of an earlier commit), else against BENCH_BASELINE=file.tsv (an earlier
 #     run; default: the newest untagged echo-DATE.tsv in the results directory),
 #   BENCH_POLL_SCHED_BATCH=1 (two-thread servers' poll thread in SCHED_BATCH),
-#   BENCH_TAG=name (results file echo-DATE-name.md)
+#   BENCH_TAG=name (results file echo-DATE-name.md),
+#   BENCH_ROWS="name:conns:bytes:depth ..." (a subset of the rows, e.g. "latency:1:64:1")
 # Each server must first pass an integrity run (1 B..64 KiB messages written
 # in random split pieces, 256 in flight per connection, reads paused now and
 # then so the server's writes come back partial (EAGAIN), every byte checked)
@@ -72,7 +73,7 @@ BASELINE=${BENCH_BASELINE:-}
 [ -z "$BASELINE" ] || [ -f "$BASELINE" ] || { echo "run.sh: no $BASELINE" >&2; exit 1; }
 [ -z "$BASELINE" ] || cp "$BASELINE" "$TMP/base"
 # row name:conns:bytes:depth
-ROWS="latency:1:64:1 throughput:64:64:1 saturation:64:64:16 many-conns:1000:1024:1"
+ROWS=${BENCH_ROWS:-"latency:1:64:1 throughput:64:64:1 saturation:64:64:16 many-conns:1000:1024:1"}
 
 [ -x "$BIN/echo_load" ] || { echo "run.sh: no $BIN/echo_load (build first)" >&2; exit 1; }
 # Syscall counter for the untimed pass: perf's tracepoint, else strace -c.
