@@ -21,6 +21,7 @@ while :; do
 	if [ $(( runs % 2 )) -eq 0 ]; then bin=$debug; name=debug; else bin=$asan; name=asan; fi
 	# Both backends: debug and asan on io_uring, then on epoll.
 	if [ $(( runs / 2 % 2 )) -eq 0 ]; then backend=io_uring; else backend=epoll; fi
+	backend=${TORTURE_BACKEND:-$backend} # one backend only, if set
 	name="$name/$backend"
 	runs=$(( runs + 1 ))
 	AMIO_BACKEND=$backend ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
