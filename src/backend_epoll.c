@@ -50,13 +50,6 @@ struct amio__epoll_timer {
 #define DROPPED (UINT64_MAX - 1) /* a fetched event of a request since removed */
 #define ONESHOT (UINT64_C(1) << 31)
 
-static void *reserve(size_t len)
-{
-	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return m == MAP_FAILED ? NULL : m;
-}
-
 /* ---- Timers: a binary min-heap of deadlines ------------------------------ */
 
 static void heap_set(struct amio__epoll *ep, uint32_t i, struct amio__epoll_timer t)
@@ -120,8 +113,8 @@ static int ep_init(amio_poller *p, const struct amio_poller_config *cfg)
 	ep->bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	ep->slots_len = n * sizeof(*ep->slots);
 	ep->heap_len = n * sizeof(*ep->heap);
-	ep->slots = reserve(ep->slots_len);
-	ep->heap = reserve(ep->heap_len);
+	ep->slots = amio__reserve(ep->slots_len);
+	ep->heap = amio__reserve(ep->heap_len);
 	if (ep->epfd < 0 || ep->bell < 0 || !ep->slots || !ep->heap ||
 	    epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->bell, &bell) < 0) {
 		int rc = ep->epfd < 0 || ep->bell < 0 ? -errno : -ENOMEM;

@@ -209,11 +209,6 @@ static void raise_channel(amio_channel *ch)
 	amio__poller_kick(p, NULL);
 }
 
-static void futex_wake_all(uint32_t *word)
-{
-	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
 void amio_channel_free(amio_channel *ch)
 {
 	amio_poller *p;
@@ -229,8 +224,7 @@ void amio_channel_free(amio_channel *ch)
 		ck_pr_stall();
 	free(ch->slots);
 	ch->slots = NULL;
-	ck_pr_inc_32(&ch->space_seq);
-	futex_wake_all(&ch->space_seq); /* blocked senders see closed */
+	amio__futex_bump(&ch->space_seq); /* blocked senders see closed */
 	/* Tell the poller (it frees the slot), unless it is gone already. */
 	ck_pr_inc_32(&ch->senders);
 	ck_pr_fence_store_load();
@@ -350,8 +344,7 @@ int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 static void wake_senders(amio_channel *ch)
 {
 	ch->freed = 0;
-	ck_pr_inc_32(&ch->space_seq);
-	futex_wake_all(&ch->space_seq);
+	amio__futex_bump(&ch->space_seq);
 }
 
 /* Tell the poll thread whether this drain found a stream (see
@@ -492,8 +485,7 @@ void amio__channels_shutdown(amio_poller *p)
 	 * or finds space_seq moved and does not sleep. */
 	ck_pr_fence_memory();
 	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all) {
-		ck_pr_inc_32(&ch->space_seq);
-		futex_wake_all(&ch->space_seq);
+		amio__futex_bump(&ch->space_seq);
 	}
 }
 

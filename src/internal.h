@@ -232,6 +232,9 @@ struct amio__registry {
 	uint64_t fresh; /* next never-used slot (ck_pr_faa) */
 };
 
+/* Address space only (mmap MAP_NORESERVE): pages become resident as they are
+ * first touched. NULL on failure. Any thread. */
+void *amio__reserve(size_t len);
 int amio__registry_init(struct amio__registry *reg, uint32_t cap);
 void amio__registry_destroy(struct amio__registry *reg);
 /* Take a slot and make a new id of a kind (any thread). Returns the id or -ENOSPC. */

@@ -10,7 +10,7 @@
 
 /* Reserve address space only: pages become resident as slots are first used,
  * so a large max_registrations costs nothing until it is reached. */
-static void *reserve(size_t len)
+void *amio__reserve(size_t len)
 {
 	void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
 	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -27,10 +27,10 @@ int amio__registry_init(struct amio__registry *reg, uint32_t cap)
 	reg->entries_len = (size_t)(cap + 1) * sizeof(struct amio__entry);
 	reg->next_len = (size_t)(cap + 1) * sizeof(uint32_t);
 	reg->objs_len = (size_t)(cap + 1) * sizeof(void *);
-	reg->words = reserve(reg->words_len);
-	reg->entries = reserve(reg->entries_len);
-	reg->next_free = reserve(reg->next_len);
-	reg->objs = reserve(reg->objs_len);
+	reg->words = amio__reserve(reg->words_len);
+	reg->entries = amio__reserve(reg->entries_len);
+	reg->next_free = amio__reserve(reg->next_len);
+	reg->objs = amio__reserve(reg->objs_len);
 	if (!reg->words || !reg->entries || !reg->next_free || !reg->objs) {
 		amio__registry_destroy(reg);
 		return -ENOMEM;
