@@ -285,7 +285,10 @@ AMIO_API void amio_registrar_free(amio_registrar *r);
 
 /*
  * Register fd for events (AMIO_READ, AMIO_WRITE or both, optionally with
- * AMIO_LEVEL or AMIO_ONESHOT). Readiness present now is reported at once.
+ * AMIO_LEVEL or AMIO_ONESHOT). Readiness present now is reported at once,
+ * unless another thread consumes it first (reads the bytes) before the
+ * poll thread looks: epoll re-checks readiness when epoll_wait harvests
+ * an event and drops one that is gone; the next bytes are reported.
  * data: retained; returned untouched in every notification.
  * The fd stays owned by the caller; call amio_deregister() before close().
  * Failures found on the poll thread arrive as one notification {id,

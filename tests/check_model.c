@@ -463,6 +463,14 @@ static void drain_sock(struct obj *o)
 	EXPECT(total == o->unread, "socket %d held %llu bytes, the test wrote %llu", o->idx,
 	       (unsigned long long)total, (unsigned long long)o->unread);
 	o->unread = 0;
+	/* Nothing is left to report: an edge the current registration owes
+	 * for bytes read here (by a late note of an earlier id on this
+	 * socket) may never come. epoll re-polls a ready item when
+	 * epoll_wait harvests it and drops it if the bytes are gone;
+	 * io_uring's poll reports at arm time. Both keep the contract: the
+	 * next bytes are reported (the writer owes them again). */
+	if (!o->eof && o->cur)
+		o->cur->owed &= ~AMIO_READ;
 }
 
 /* ---- Channels ------------------------------------------------------------ */
@@ -898,9 +906,7 @@ static void op_write(struct worker *w)
 		r->owed_at = now_ns();
 	}
 	if (o->unread > 4096) { /* nobody reads it: keep the buffer small */
-		drain_sock(o);
-		if (r)
-			r->owed &= ~AMIO_READ;
+		drain_sock(o);  /* discharges r's READ */
 	}
 	pthread_mutex_unlock(&o->mu);
 }
