@@ -204,7 +204,7 @@ static void amio_setup(struct bench *b)
 		die_amio("amio_poller_wait", rc);
 }
 
-static void amio_send(struct bench *b, uint64_t msg, uint64_t *full)
+static void wb_amio_send(struct bench *b, uint64_t msg, uint64_t *full)
 {
 	int rc = amio_channel_send(b->ch, &msg);
 
@@ -418,7 +418,7 @@ static void pipe_teardown(struct bench *b)
 }
 
 static const struct mech mechs[] = {
-    {"amio", amio_setup, amio_send, amio_wait_drain, amio_teardown},
+    {"amio", amio_setup, wb_amio_send, amio_wait_drain, amio_teardown},
     {"eventfd", amy_setup, amy_send, amy_wait_drain, amy_teardown},
     {"pipe", pipe_setup, pipe_send, pipe_wait_drain, pipe_teardown},
 };

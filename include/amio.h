@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h> /* struct iovec: amio_sendv */
 #include "amio/version.h"
 
 #ifdef __cplusplus
@@ -46,6 +47,12 @@ enum {
 	AMIO_ERROR = 1u << 3,   /* socket error (POLLERR) or a failed command; see .error */
 	AMIO_TIMER = 1u << 4,   /* a timer fired */
 	AMIO_CHANNEL = 1u << 5, /* a channel has messages */
+	/* Completion I/O (see "Completion I/O" below): what an operation did,
+	 * with its result in .res. */
+	AMIO_ACCEPT = 1u << 12, /* a connection: res = its fd, or -errno */
+	AMIO_RECV = 1u << 13,   /* bytes: res = length at .buf; 0 = EOF; or -errno */
+	AMIO_SEND = 1u << 14,   /* a send finished: res = bytes, or -errno */
+	AMIO_DONE = 1u << 15,   /* the operation's last notification: the id is finished */
 };
 
 /* Registration options, or-ed into the events argument of amio_register(). */
@@ -70,16 +77,22 @@ enum {
 	AMIO_ONESHOT = 1u << 9,
 };
 
-/* One readiness report. */
+/* One readiness report or operation result: 32 bytes, copy it by value. */
 typedef struct amio_notification {
-	uint64_t id;     /* the registration's id */
+	uint64_t id;     /* the registration's or operation's id */
 	void *data;      /* the pointer given at registration, untouched */
 	uint32_t events; /* AMIO_READ | AMIO_WRITE | AMIO_HUP | AMIO_ERROR | ... */
-	int32_t error;   /* with AMIO_ERROR: -errno of a failed command (e.g. -EBADF,
-	                    -EPERM), or 0 for a socket error (POLLERR): its errno
-	                    comes from the next read/write or getsockopt(SO_ERROR).
-	                    amio does not read SO_ERROR itself: reading clears it,
-	                    and a non-blocking connect() reports its result there. */
+	union {
+		int32_t error; /* with AMIO_ERROR: -errno of a failed command (e.g.
+		                  -EBADF, -EPERM), or 0 for a socket error (POLLERR):
+		                  its errno comes from the next read/write or
+		                  getsockopt(SO_ERROR). amio does not read SO_ERROR
+		                  itself: reading clears it, and a non-blocking
+		                  connect() reports its result there. */
+		int32_t res;   /* AMIO_ACCEPT / AMIO_RECV / AMIO_SEND: the result */
+	};
+	void *buf; /* AMIO_RECV with res > 0: the bytes, lent until amio_pool_put;
+	              else NULL */
 } amio_notification;
 
 typedef struct amio_poller amio_poller;       /* one per poll thread */
@@ -171,6 +184,10 @@ struct amio_poller_stats {
 	uint64_t overflows;        /* times the CQ ring overflowed (kernel kept the CQEs) */
 	uint64_t enter_errors;     /* io_uring_enter failures retried: -EINTR, -EAGAIN,
 	                              -EBUSY, -ENOMEM (nothing is lost: the SQEs stay queued) */
+	uint64_t recv_starved;     /* multishot recvs paused on an empty pool (resumed when a
+	                              buffer comes back) */
+	uint64_t accepts_refused;  /* accepted connections closed unseen: the accept's hold of
+	                              64 was full (its inbox full for that long) */
 };
 
 /* ---- Poller ----------------------------------------------------------- */
@@ -476,6 +493,164 @@ AMIO_API int amio_channel_try_recv(amio_channel *ch, void *msg);
  * Thread: the receiving thread.
  */
 AMIO_API void amio_channel_free(amio_channel *ch);
+
+/* ---- Completion I/O ---------------------------------------------------
+ * The poll thread makes the socket calls itself and routes each result by id
+ * like every notification (amio_poller_wait, or the starting registrar's
+ * inbox), so a worker thread that only consumes results and gives buffers
+ * back makes no syscall per request. On io_uring: multishot accept
+ * (IORING_ACCEPT_MULTISHOT, 5.19), multishot recv into a provided buffer ring
+ * (IORING_RECV_MULTISHOT with IOSQE_BUFFER_SELECT, 6.0), send and sendmsg;
+ * on epoll the poll thread emulates the same calls on readiness, with the
+ * same notifications.
+ * An operation's notifications end with one carrying AMIO_DONE: after it
+ * nothing more comes for the id, and every buffer the operation lent to the
+ * kernel is back with its owner. Exactly one DONE comes, whether the
+ * operation completes, fails, is cancelled (amio_cancel) or times out
+ * (amio_set_deadline). Unlike readiness, nothing of an operation is filtered
+ * at hand-out: a notification that lends a buffer always reaches its consumer.
+ * The fd must stay open until DONE (close it after, never before).
+ */
+
+/* Most buffers in a pool: the kernel's provided buffer ring limit. */
+#define AMIO_POOL_MAX_BUFFERS 32768u
+/* Largest buffer of a pool (bytes). */
+#define AMIO_POOL_MAX_SIZE (1u << 24)
+/* Most iovecs in one amio_sendv (copied; the bytes are not). */
+#define AMIO_SENDV_MAX 8u
+
+/* amio_send / amio_sendv flags. */
+enum {
+	/* Zero-copy (IORING_OP_SEND_ZC, 6.0) where the kernel has it: the
+	 * pages are sent in place, and DONE comes only after the kernel's
+	 * notification CQE says it no longer reads them. A plain send on
+	 * epoll and on kernels without it. Worth it from about 10 KiB. */
+	AMIO_SEND_ZC = 1u << 0,
+};
+
+typedef struct amio_pool amio_pool; /* buffers a multishot recv lands in */
+
+/*
+ * A pool of count buffers of size bytes each, for amio_recv on r: received
+ * bytes land in a buffer the kernel picks (io_uring provided buffer ring,
+ * io_uring_register_buf_ring), so no buffer is tied up by an idle
+ * connection. Each AMIO_RECV notification lends one buffer to the consumer
+ * until amio_pool_put; a recv that finds the pool empty waits (no data is
+ * lost, nothing is reported) and goes on once a buffer comes back.
+ * count: a power of two, 1 .. AMIO_POOL_MAX_BUFFERS. size: 1 ..
+ * AMIO_POOL_MAX_SIZE bytes. Memory: count x size bytes, allocated here.
+ * Returns: 0, *out set. Errors: -EINVAL (r or out NULL, count or size out
+ * of range), -ENOMEM, -EAGAIN (r's command queue is full), -ENOSPC (65,536
+ * pools live), -ESHUTDOWN.
+ * Ownership: the pool belongs to r; free it with amio_pool_free.
+ * Thread: r's thread.
+ */
+AMIO_API int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, amio_pool **out);
+
+/*
+ * Give back a buffer an AMIO_RECV notification lent (its buf). No lock, no
+ * syscall: the buffer goes straight into the provided buffer ring; only a
+ * pool that ran empty under a waiting recv also wakes the poll thread.
+ * Returns: 0. Errors: -EINVAL (pool NULL, buf not the start of one of its
+ * buffers).
+ * Thread: the pool's consumer: the thread its registrar's notifications
+ * go to (the inbox owner, or the poll thread for an Amy-mode registrar).
+ */
+AMIO_API int amio_pool_put(amio_pool *pool, void *buf);
+
+/*
+ * Free the pool. Allowed once no amio_recv into it is running (each has
+ * delivered its DONE) and every buffer it lent is back (amio_pool_put).
+ * Returns: 0. Errors: -EINVAL (NULL), -EBUSY (a recv still runs or a buffer
+ * is still lent: nothing freed), -EAGAIN (queue full: retry).
+ * Thread: the pool's consumer (see amio_pool_put).
+ */
+AMIO_API int amio_pool_free(amio_pool *pool);
+
+/*
+ * Multishot accept on a listening socket: one AMIO_ACCEPT notification per
+ * connection, res = the new fd (O_NONBLOCK | O_CLOEXEC, now the receiver's
+ * to close). The kernel ending the request is hidden (re-armed). Errors that
+ * concern one connection (ECONNABORTED) are skipped; any other (-EMFILE,
+ * -ENFILE, -ENOMEM, -EBADF, -EINVAL: not listening) ends the accept: one
+ * AMIO_ACCEPT | AMIO_DONE with res = -errno. amio_cancel ends it with
+ * res = -ECANCELED. An inbox that is full holds accepted connections (up to
+ * 64 per accept, then the accept pauses until the consumer catches up).
+ * fd: a listening socket, O_NONBLOCK (checked: the epoll backend calls
+ * accept4 on it). data: retained, returned in every notification.
+ * Returns: the id (> 0). Errors: -EBADF (fd < 0 or not open), -EINVAL (fd
+ * blocking, or not a socket), -EAGAIN (queue full), -ENOSPC, -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_accept(amio_registrar *r, int fd, void *data);
+
+/*
+ * Multishot recv of a connected stream socket into pool (a pool of r): one
+ * AMIO_RECV notification per chunk received, res = its length in bytes and
+ * buf = where it is (at most the pool's buffer size; lent until
+ * amio_pool_put). The bytes of one socket arrive in order. The recv ends
+ * with one AMIO_RECV | AMIO_DONE: res = 0 at EOF, -errno on an error
+ * (-ECONNRESET ...), -ECANCELED (amio_cancel), -ETIME (amio_set_deadline).
+ * An empty pool pauses the recv (io_uring ends it with -ENOBUFS) until a
+ * buffer comes back: never reported, never a deaf socket.
+ * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (pool NULL, freed
+ * or another registrar's), -EAGAIN, -ENOSPC, -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_recv(amio_registrar *r, int fd, amio_pool *pool, void *data);
+
+/*
+ * Send len bytes from buf on a connected stream socket: one AMIO_SEND |
+ * AMIO_DONE notification, res = len once every byte was handed to the
+ * kernel (amio finishes short sends itself), or -errno (-EPIPE,
+ * -ECONNRESET, -ECANCELED, -ETIME; how much went out is then unknown, so
+ * close the connection). Sends on one socket go out in the order they were
+ * made through one registrar and never interleave: amio keeps one in flight
+ * per socket (two io_uring sends in flight on a socket may reorder).
+ * flags: 0 or AMIO_SEND_ZC. len: 1 .. 2^31 - 1 bytes (0: -EINVAL).
+ * Ownership: buf is borrowed until the DONE notification: keep it
+ * unchanged and allocated until then.
+ * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (buf NULL, len 0
+ * or too large, unknown flags), -EAGAIN, -ENOSPC, -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_send(amio_registrar *r, int fd, const void *buf, size_t len, uint32_t flags,
+                           void *data);
+
+/*
+ * amio_send of several pieces at once, in order (e.g. a frame header and its
+ * payload in one sendmsg): iov[0 .. iovcnt-1] is copied now, the bytes it
+ * points to are borrowed until DONE. res = the total length. iovcnt: 1 ..
+ * AMIO_SENDV_MAX; the total must be 1 .. 2^31 - 1 bytes.
+ * Returns: the id (> 0). Errors: as amio_send (-EINVAL also for iov NULL,
+ * iovcnt out of range, a NULL base with a length).
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_sendv(amio_registrar *r, int fd, const struct iovec *iov, unsigned iovcnt,
+                            uint32_t flags, void *data);
+
+/*
+ * Cancel an operation: its DONE notification comes, with res = -ECANCELED,
+ * unless it finished first (then the DONE it finished with). Either way
+ * exactly one DONE comes, after which its buffers are back.
+ * Returns: 0 (the DONE is on its way). Errors: -ENOENT (unknown id, not an
+ * operation, or already done: its DONE was made), -EALREADY (cancel or
+ * deadline already requested), -EAGAIN (queue full: not cancelled),
+ * -ESHUTDOWN.
+ * Thread: the operation's registrar's thread.
+ */
+AMIO_API int amio_cancel(amio_registrar *r, uint64_t id);
+
+/*
+ * Give an operation a deadline ms milliseconds from now (CLOCK_MONOTONIC):
+ * if it has not finished by then it is cancelled and its DONE carries
+ * res = -ETIME. Calling again moves the deadline (an idle timeout for a
+ * recv: move it on each AMIO_RECV). Never early; 0 cancels at once.
+ * Returns: 0. Errors: -ENOENT (as amio_cancel), -EINVAL (ms above
+ * AMIO_TIMER_MAX_MS), -EAGAIN, -ESHUTDOWN.
+ * Thread: the operation's registrar's thread.
+ */
+AMIO_API int amio_set_deadline(amio_registrar *r, uint64_t id, uint64_t ms);
 
 /* ---- Queries ---------------------------------------------------------- */
 

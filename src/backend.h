@@ -17,6 +17,7 @@
 struct amio_poller;
 struct amio_poller_config;
 struct amio__entry;
+struct amio_pool;
 
 /* ---- io_uring (backend_uring.c) ---------------------------------------- */
 struct amio__uring {
@@ -24,6 +25,7 @@ struct amio__uring {
 	bool ringless_msg;         /* IORING_REGISTER_SEND_MSG_RING works (6.13+) */
 	bool defer_taskrun;        /* ring set up SINGLE_ISSUER | DEFER_TASKRUN */
 	bool multishot_timeout;    /* IORING_TIMEOUT_MULTISHOT works (6.4+) */
+	bool send_zc;              /* IORING_OP_SEND_ZC / SENDMSG_ZC (6.0+) */
 	bool taskrun_stale;        /* IORING_SQ_TASKRUN survived an enter that found no work */
 	int ring_fd;               /* copy readable by any thread (wakeup target) */
 	int probe_fd;              /* epoll fd asking the kernel if an fd can be polled, or -1 */
@@ -34,8 +36,24 @@ struct amio__uring {
 
 /* ---- epoll (backend_epoll.c) --------------------------------------------- */
 #define AMIO__EPOLL_EVENTS 128
-struct amio__epoll_slot; /* per registration: its dup'd fd and epoll state */
+/* Per registration: its dup'd fd and epoll state. */
+struct amio__epoll_slot {
+	int32_t fd1;    /* the dup + 1; 0 = none */
+	uint32_t heap1; /* timers: index in the heap + 1; 0 = not queued */
+	bool in_set;    /* fd1 - 1 is in the epoll set */
+	/* Operations (backend_epoll_io.c): on the work list, for a result
+	 * made at arm time (a send that went out at once: imm) or a recv or
+	 * accept to go on with (the last reap ran out of room). */
+	bool queued, imm;
+	bool live; /* the request is on: no final record made for it yet */
+	int32_t imm_res;
+	uint32_t next_work;
+};
 struct amio__epoll_timer;
+/* epoll_event.data: armgen << 32 | oneshot << 31 | slot, or one of these. */
+#define AMIO__EP_BELL    UINT64_MAX       /* the poller's eventfd */
+#define AMIO__EP_DROPPED (UINT64_MAX - 1) /* a fetched event of a request since removed */
+#define AMIO__EP_ONESHOT (UINT64_C(1) << 31)
 struct amio__epoll {
 	int epfd;
 	int bell; /* eventfd in the set: the poller's doorbell */
@@ -45,6 +63,7 @@ struct amio__epoll {
 	struct amio__epoll_timer *heap; /* deadline min-heap */
 	uint32_t heap_n;
 	size_t slots_len, heap_len;
+	uint32_t work_head, work_tail; /* operations' work list, by slot */
 };
 
 struct amio__backend_ops;
@@ -78,13 +97,16 @@ enum amio__ckind {
 	AMIO__C_POLL = 1,    /* a poll request: res = revents (POLLIN...) or -errno */
 	AMIO__C_TIMER,       /* a timer: res = -ETIME when it fired, or -errno */
 	AMIO__C_REMOVE_BUSY, /* a removal met its target mid-completion: retry it */
+	AMIO__C_IO,          /* an operation's request: res = the syscall's result */
+	AMIO__C_IO_NOTIF,    /* a zero-copy send's notification: its pages are free */
 };
 struct amio__completion {
 	uint32_t slot;   /* the entry's slot */
 	uint32_t armgen; /* the arm generation the request was made with */
 	int32_t res;
 	uint8_t kind; /* enum amio__ckind */
-	bool more;    /* the request stays armed (multishot) */
+	bool more;    /* the request stays armed (multishot), or a notification follows */
+	uint16_t bid; /* C_IO: the pool buffer the bytes are in, or AMIO__NO_BID */
 };
 
 struct amio__backend_ops {
@@ -100,8 +122,10 @@ struct amio__backend_ops {
 	int (*enable)(struct amio_poller *p);
 	/* Arm the entry's kernel request (poll thread): a poll for sockets
 	 * (e->events), a timeout for timers (absolute e->deadline_ns, or a
-	 * multishot of e->period_ns once AMIO__E_TICKING). Bumps e->armgen and
-	 * e->inflight, sets AMIO__E_ARMED. 0 or -errno. */
+	 * multishot of e->period_ns once AMIO__E_TICKING), an operation's
+	 * request for operations (reg.ios[slot]: multishot accept, multishot
+	 * recv into its pool, send or sendmsg of what is left to send). Bumps
+	 * e->armgen and e->inflight, sets AMIO__E_ARMED. 0 or -errno. */
 	int (*arm)(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
 	/* Remove the request (slot, armgen) without touching the entry: a
 	 * retry after -EALREADY. 0 or -errno. */
@@ -112,6 +136,16 @@ struct amio__backend_ops {
 	int (*disarm)(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
 	/* The slot is given back: drop what the backend keeps for it. */
 	void (*release)(struct amio_poller *p, uint32_t slot);
+	/* Cancel an operation's request (reg.ios[slot]). Returns 0: its final
+	 * completion still comes (io_uring: ASYNC_CANCEL; what raced it is
+	 * reported, buffers included); 1: it is gone now, nothing more comes
+	 * (epoll: synchronous; e->inflight dropped, AMIO__E_ARMED cleared);
+	 * or -errno (-EBUSY: no SQE, try again). */
+	int (*cancel_io)(struct amio_poller *p, struct amio__entry *e, uint32_t slot);
+	/* A pool's buffer ring: make it usable (io_uring: register its
+	 * buffer group) or drop it. 0 or -errno. Poll thread. */
+	int (*pool_add)(struct amio_poller *p, struct amio_pool *pool);
+	void (*pool_del)(struct amio_poller *p, struct amio_pool *pool);
 	/* Wake a sleeping waiter (poll thread; io_uring: an SQE sent with the
 	 * next enter). 0 or -errno. */
 	int (*wake_waiter)(struct amio_poller *p, struct amio__waiter *w);

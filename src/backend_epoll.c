@@ -32,23 +32,13 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "backend_epoll_io.h"
 #include "fault.h"
-
-struct amio__epoll_slot {
-	int32_t fd1;    /* the dup + 1; 0 = none */
-	uint32_t heap1; /* timers: index in the heap + 1; 0 = not queued */
-	bool in_set;    /* fd1 - 1 is in the epoll set */
-};
 
 struct amio__epoll_timer {
 	int64_t deadline_ns;
 	uint32_t slot, armgen;
 };
-
-/* epoll_event.data: armgen << 32 | oneshot << 31 | slot, or one of these. */
-#define BELL    UINT64_MAX       /* the poller's eventfd */
-#define DROPPED (UINT64_MAX - 1) /* a fetched event of a request since removed */
-#define ONESHOT (UINT64_C(1) << 31)
 
 /* ---- Timers: a binary min-heap of deadlines ------------------------------ */
 
@@ -106,7 +96,7 @@ static void heap_remove(struct amio__epoll *ep, uint32_t slot)
 static int ep_init(amio_poller *p, const struct amio_poller_config *cfg)
 {
 	struct amio__epoll *ep = &p->be.ep;
-	struct epoll_event bell = {.events = EPOLLIN, .data.u64 = BELL};
+	struct epoll_event bell = {.events = EPOLLIN, .data.u64 = AMIO__EP_BELL};
 	size_t n = (size_t)cfg->max_registrations + 1;
 
 	ep->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -187,7 +177,7 @@ static int arm_poll(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	 * consumer waits again): native level would report on every
 	 * epoll_wait, once per loop iteration, not per wait of the consumer. */
 	ev.events |= oneshot ? EPOLLONESHOT : EPOLLET;
-	ev.data.u64 = (uint64_t)(e->armgen + 1) << 32 | (oneshot ? ONESHOT : 0) | slot;
+	ev.data.u64 = (uint64_t)(e->armgen + 1) << 32 | (oneshot ? AMIO__EP_ONESHOT : 0) | slot;
 	/* Readiness present now is reported by the next epoll_wait. A
 	 * one-shot that fired stays in the set, disabled: MOD re-enables it. */
 	AMIO__STAT_ADD(p, sqes, 1); /* a request made: epoll_ctl counts as an SQE */
@@ -205,6 +195,8 @@ static int ep_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	/* The fault seam's "SQ full" (src/fault.h): the request cannot be made. */
 	if (amio__fault(AMIO__FAULT_SQE))
 		return -EBUSY;
+	if (e->kind == AMIO__KIND_IO)
+		return amio__ep_arm_io(p, e, slot);
 	rc = e->kind == AMIO__KIND_TIMER ? arm_timer(ep, e, slot) : arm_poll(p, e, slot);
 	if (rc < 0)
 		return rc;
@@ -240,13 +232,27 @@ static int ep_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		st->in_set = false;
 	}
 	for (unsigned i = ep->ev_next; i < ep->ev_n; i++)
-		if (ep->ev[i].data.u64 != BELL && ep->ev[i].data.u64 != DROPPED &&
+		if (ep->ev[i].data.u64 != AMIO__EP_BELL && ep->ev[i].data.u64 != AMIO__EP_DROPPED &&
 		    (uint32_t)(ep->ev[i].data.u64 & AMIO__SLOT_MASK) == slot)
-			ep->ev[i].data.u64 = DROPPED;
+			ep->ev[i].data.u64 = AMIO__EP_DROPPED;
 	e->armgen++;
 	e->flags &= ~AMIO__E_ARMED;
 	e->inflight--;
 	return 0;
+}
+
+/* Buffer rings need no registration: the poll thread reads them itself. */
+static int ep_pool_add(amio_poller *p, struct amio_pool *pool)
+{
+	(void)p;
+	(void)pool;
+	return 0;
+}
+
+static void ep_pool_del(amio_poller *p, struct amio_pool *pool)
+{
+	(void)p;
+	(void)pool;
 }
 
 static void ep_release(amio_poller *p, uint32_t slot)
@@ -254,6 +260,7 @@ static void ep_release(amio_poller *p, uint32_t slot)
 	struct amio__epoll *ep = &p->be.ep;
 	struct amio__epoll_slot *st = &ep->slots[slot];
 
+	amio__ep_io_release(p, slot);
 	if (st->in_set)
 		(void)epoll_ctl(ep->epfd, EPOLL_CTL_DEL, st->fd1 - 1, NULL);
 	if (st->fd1)
@@ -317,7 +324,8 @@ static bool ep_ready(amio_poller *p)
 {
 	struct amio__epoll *ep = &p->be.ep;
 
-	return ep->ev_next < ep->ev_n || (ep->heap_n && ep->heap[0].deadline_ns <= amio__now_ns());
+	return ep->ev_next < ep->ev_n || amio__ep_io_pending(p) ||
+	       (ep->heap_n && ep->heap[0].deadline_ns <= amio__now_ns());
 }
 
 static bool ep_sq_pending(amio_poller *p)
@@ -345,12 +353,13 @@ static unsigned ep_reap(amio_poller *p, struct amio__completion *out, unsigned m
 	unsigned n = 0, seen = 0;
 	int64_t now = ep->heap_n ? amio__now_ns() : 0;
 
+	n = amio__ep_io_work(p, out, max);
 	while (n < max && ep->heap_n && ep->heap[0].deadline_ns <= now) {
 		struct amio__epoll_timer t = ep->heap[0];
 
 		heap_remove(ep, t.slot);
-		out[n++] =
-		    (struct amio__completion){t.slot, t.armgen, -ETIME, AMIO__C_TIMER, false};
+		out[n++] = (struct amio__completion){t.slot,        t.armgen, -ETIME,
+		                                     AMIO__C_TIMER, false,    AMIO__NO_BID};
 	}
 	seen = n;
 	while (n < max && ep->ev_next < ep->ev_n) {
@@ -359,18 +368,26 @@ static unsigned ep_reap(amio_poller *p, struct amio__completion *out, unsigned m
 		uint64_t v;
 
 		seen++;
-		if (d == BELL) {
+		if (d == AMIO__EP_BELL) {
 			AMIO__STAT_ADD(p, wakeups_received, 1);
 			(void)!read(ep->bell, &v, sizeof(v));
 			continue;
 		}
-		if (d == DROPPED)
+		if (d == AMIO__EP_DROPPED)
 			continue;
+		if (p->reg.entries[d & AMIO__SLOT_MASK].kind == AMIO__KIND_IO) {
+			n +=
+			    amio__ep_io_event(p, (uint32_t)(d & AMIO__SLOT_MASK), out + n, max - n);
+			continue;
+		}
 		/* EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP and EPOLLERR have
 		 * the values of their POLL* namesakes. */
-		out[n++] =
-		    (struct amio__completion){(uint32_t)(d & AMIO__SLOT_MASK), (uint32_t)(d >> 32),
-		                              (int32_t)ev->events, AMIO__C_POLL, !(d & ONESHOT)};
+		out[n++] = (struct amio__completion){(uint32_t)(d & AMIO__SLOT_MASK),
+		                                     (uint32_t)(d >> 32),
+		                                     (int32_t)ev->events,
+		                                     AMIO__C_POLL,
+		                                     !(d & AMIO__EP_ONESHOT),
+		                                     AMIO__NO_BID};
 	}
 	AMIO__STAT_ADD(p, cqes, seen);
 	return n;
@@ -454,6 +471,9 @@ const struct amio__backend_ops amio__epoll_ops = {
     .remove = ep_remove,
     .disarm = ep_disarm,
     .release = ep_release,
+    .cancel_io = amio__ep_cancel_io,
+    .pool_add = ep_pool_add,
+    .pool_del = ep_pool_del,
     .wake_waiter = ep_wake_waiter,
     .enter = ep_enter,
     .submit = ep_submit,

@@ -15,7 +15,7 @@
  * kinds apart from MSG_RING wakeups (liburing 2.3 has no FLAGS_PASS helper);
  * armgen makes a poll's user_data unique while it is in flight, so removing it
  * by user_data can never hit its successor. */
-enum { TAG_POLL = 1, TAG_REMOVE = 2, TAG_WAKE = 3, TAG_MSG = 4, TAG_TIMER = 5 };
+enum { TAG_POLL = 1, TAG_REMOVE = 2, TAG_WAKE = 3, TAG_MSG = 4, TAG_TIMER = 5, TAG_IO = 6 };
 
 static inline uint64_t user_data(unsigned tag, uint32_t armgen, uint32_t slot)
 {
@@ -107,6 +107,17 @@ static int setup_ring(struct amio__uring *be, unsigned sq, unsigned cq, bool all
 	return rc;
 }
 
+/* Zero-copy sends, probed by opcode (IORING_OP_SEND_ZC, 6.0). */
+static bool probe_send_zc(struct io_uring *ring)
+{
+	struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+	bool ok = probe && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) &&
+	          io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
+
+	io_uring_free_probe(probe);
+	return ok;
+}
+
 static int uring_init(amio_poller *p, const struct amio_poller_config *cfg)
 {
 	struct amio__uring *be = &p->be.u;
@@ -122,6 +133,7 @@ static int uring_init(amio_poller *p, const struct amio_poller_config *cfg)
 	be->ringless_msg = !(cfg->flags & AMIO_POLLER_NO_RINGLESS_MSG) && probe_ringless_msg();
 	be->multishot_timeout =
 	    !(cfg->flags & AMIO_POLLER_NO_MULTISHOT_TIMEOUT) && probe_multishot_timeout();
+	be->send_zc = probe_send_zc(&be->ring);
 	pthread_mutex_init(&be->stop_lock, NULL);
 	if (!be->ringless_msg) {
 		rc = io_uring_queue_init(4, &be->stop_ring, 0);
@@ -221,12 +233,60 @@ static void prep_timer(amio_poller *p, struct io_uring_sqe *sqe, struct amio__en
 	}
 }
 
+/* An operation's request (reg.ios[slot]). Multishot accept (5.19) and
+ * multishot recv with a provided buffer ring (6.0) post CQEs with
+ * IORING_CQE_F_MORE while they stay armed; a send is one SQE for what is
+ * left: send for one piece, sendmsg for several (the msghdr is read at
+ * submit time, from reg.ios[slot], which outlives it). */
+static void prep_io(amio_poller *p, struct io_uring_sqe *sqe, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = &p->reg.ios[slot];
+	bool zc = (io->flags & AMIO_SEND_ZC) && p->be.u.send_zc;
+	struct iovec *v = &io->iov[io->first];
+
+	switch (io->type) {
+	case AMIO__IO_ACCEPT:
+		io_uring_prep_multishot_accept(sqe, e->fd, NULL, NULL,
+		                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+		break;
+	case AMIO__IO_RECV:
+		io_uring_prep_recv_multishot(sqe, e->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = io->pool->bgid;
+		break;
+	default:
+		if (io->niov - io->first == 1) {
+			if (zc)
+				io_uring_prep_send_zc(sqe, e->fd, v->iov_base, v->iov_len,
+				                      MSG_NOSIGNAL, 0);
+			else
+				io_uring_prep_send(sqe, e->fd, v->iov_base, v->iov_len,
+				                   MSG_NOSIGNAL);
+			break;
+		}
+		io->msg = (struct msghdr){.msg_iov = v, .msg_iovlen = io->niov - io->first};
+		if (zc)
+			io_uring_prep_sendmsg_zc(sqe, e->fd, &io->msg, MSG_NOSIGNAL);
+		else
+			io_uring_prep_sendmsg(sqe, e->fd, &io->msg, MSG_NOSIGNAL);
+		break;
+	}
+}
+
 static int uring_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct io_uring_sqe *sqe = get_sqe(p);
 
 	if (!sqe)
 		return -EBUSY;
+	if (e->kind == AMIO__KIND_IO) {
+		prep_io(p, sqe, e, slot);
+		e->armgen++;
+		io_uring_sqe_set_data64(sqe, user_data(TAG_IO, e->armgen, slot));
+		e->inflight++;
+		e->flags |= AMIO__E_ARMED;
+		return 0;
+	}
 	if (e->kind == AMIO__KIND_TIMER) {
 		prep_timer(p, sqe, e);
 		e->armgen++;
@@ -277,6 +337,36 @@ static int uring_disarm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	e->armgen++;
 	e->flags &= ~AMIO__E_ARMED;
 	return 0;
+}
+
+/* ASYNC_CANCEL by user_data: the request's final CQE still comes
+ * (-ECANCELED, or what it finished with); success of the cancel itself posts
+ * nothing, its failure (-ENOENT: it had just finished; -EALREADY: running
+ * now, it will end by itself) carries no state. */
+static int uring_cancel_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct io_uring_sqe *sqe = get_sqe(p);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_cancel64(sqe, user_data(TAG_IO, e->armgen, slot), 0);
+	io_uring_sqe_set_data64(sqe, user_data(TAG_MSG, 0, 0));
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	return 0;
+}
+
+static int uring_pool_add(amio_poller *p, struct amio_pool *pool)
+{
+	struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)pool->br,
+	                               .ring_entries = pool->count,
+	                               .bgid = pool->bgid};
+
+	return io_uring_register_buf_ring(&p->be.u.ring, &reg, 0);
+}
+
+static void uring_pool_del(amio_poller *p, struct amio_pool *pool)
+{
+	(void)io_uring_unregister_buf_ring(&p->be.u.ring, pool->bgid);
 }
 
 static int uring_wake_waiter(amio_poller *p, struct amio__waiter *w)
@@ -394,12 +484,19 @@ static bool translate(amio_poller *p, const struct io_uring_cqe *cqe, struct ami
 	c->armgen = (uint32_t)(ud >> AMIO__SLOT_BITS);
 	c->res = cqe->res;
 	c->more = cqe->flags & IORING_CQE_F_MORE;
+	c->bid = AMIO__NO_BID;
 	switch (ud >> 56) {
 	case TAG_POLL:
 		c->kind = AMIO__C_POLL;
 		return true;
 	case TAG_TIMER:
 		c->kind = AMIO__C_TIMER;
+		return true;
+	case TAG_IO:
+		c->kind = (cqe->flags & IORING_CQE_F_NOTIF) ? AMIO__C_IO_NOTIF : AMIO__C_IO;
+		c->bid = (cqe->flags & IORING_CQE_F_BUFFER)
+		             ? (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT)
+		             : AMIO__NO_BID;
 		return true;
 	case TAG_REMOVE:
 		c->kind = AMIO__C_REMOVE_BUSY;
@@ -559,6 +656,9 @@ const struct amio__backend_ops amio__uring_ops = {
     .remove = uring_remove,
     .disarm = uring_disarm,
     .release = uring_release,
+    .cancel_io = uring_cancel_io,
+    .pool_add = uring_pool_add,
+    .pool_del = uring_pool_del,
     .wake_waiter = uring_wake_waiter,
     .enter = uring_enter,
     .submit = uring_submit,

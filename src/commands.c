@@ -31,11 +31,22 @@ struct amio__entry *amio__entry_for(amio_poller *p, uint64_t id)
 static void apply(amio_poller *p, amio_registrar *r, const struct amio__cmd *c)
 {
 	uint32_t slot = amio__id_slot(c->id);
-	struct amio__entry *e = amio__entry_for(p, c->id);
+	struct amio__entry *e;
 
 	AMIO__STAT_ADD(p, commands, 1);
+	if (c->op == AMIO__OP_POOL_NEW || c->op == AMIO__OP_POOL_FREE) {
+		amio__pool_apply(p, c);
+		return;
+	}
+	e = amio__entry_for(p, c->id);
 	if (!e)
 		return;
+	if (e->kind == AMIO__KIND_IO) {
+		if (c->op == AMIO__OP_START)
+			e->owner = (r->flags & AMIO_INBOX) ? r : NULL;
+		amio__io_apply(p, e, c);
+		return;
+	}
 	switch (c->op) {
 	case AMIO__OP_REGISTER:
 	case AMIO__OP_CHANNEL:
@@ -83,6 +94,12 @@ static void orphan_entries(amio_poller *p, amio_registrar *r)
 
 		if (e->owner != r || !e->id)
 			continue;
+		if (e->kind == AMIO__KIND_IO) {
+			e->owner = NULL;
+			e->flags &= ~AMIO__E_OVERFLOW; /* r's list goes with r */
+			amio__io_orphan(p, e, slot);
+			continue;
+		}
 		if (amio__registry_close(&p->reg, e->id, AMIO__KIND_ANY) == 0)
 			e->flags |= AMIO__E_DEREGISTERED;
 		e->owner = NULL;
@@ -99,8 +116,11 @@ static void retire(amio_poller *p, amio_registrar *r)
 {
 	drain_commands(p, r, true);
 	amio__watch_drop(r);
-	if (r->flags & AMIO_INBOX)
+	if (r->flags & AMIO_INBOX) {
 		orphan_entries(p, r);
+		amio__pool_orphan(p, r);
+		amio__inbox_drop(r);
+	}
 	if (r->touched) {
 		amio_registrar **link = &p->touched;
 
@@ -173,6 +193,7 @@ void amio__drain(amio_poller *p)
 	/* Pop raised channels before the command queues: a channel's
 	 * registration was queued before any send could raise it. */
 	amio__channels_pop(p);
+	amio__pools_refilled(p);
 	while ((r = *link)) {
 		drain_commands(p, r, false);
 		if (ck_pr_load_32(&r->closed)) {

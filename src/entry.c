@@ -20,6 +20,10 @@ void amio__maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	const uint32_t both = AMIO__E_REGISTERED | AMIO__E_DEREGISTERED;
 
+	if (e->kind == AMIO__KIND_IO) {
+		amio__io_maybe_free(p, e, slot);
+		return;
+	}
 	if ((e->flags & both) == both && e->inflight == 0 &&
 	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW))) {
 		/* What waits on the consumer is moot now: a LEVEL re-arm, or a
@@ -76,6 +80,10 @@ void amio__reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	int rc;
 
+	if (e->kind == AMIO__KIND_IO) {
+		amio__io_reconcile(p, e, slot);
+		return;
+	}
 	if (!amio__entry_live(p, e)) {
 		if (e->flags & AMIO__E_ARMED)
 			amio__disarm(p, e, slot);

@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <linux/futex.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -82,7 +83,12 @@ enum {
 /* Ids are positive int64: a slot whose generation reaches this is retired
  * (never handed out again) instead of wrapping into a negative id. */
 #define AMIO__MAX_GEN ((UINT64_C(1) << (63 - AMIO__SLOT_BITS)) - 1)
-enum amio__kind { AMIO__KIND_SOCKET = 0, AMIO__KIND_TIMER = 1, AMIO__KIND_CHANNEL = 2 };
+enum amio__kind {
+	AMIO__KIND_SOCKET = 0,
+	AMIO__KIND_TIMER = 1,
+	AMIO__KIND_CHANNEL = 2,
+	AMIO__KIND_IO = 3, /* a completion operation (io.c) */
+};
 #define AMIO__KIND_BIT(k) (1u << (k))
 #define AMIO__KIND_ANY    7u
 
@@ -147,6 +153,10 @@ enum amio__op {
 	AMIO__OP_DEREGISTER, /* any kind: socket removal, timer cancel, channel close */
 	AMIO__OP_TIMER,      /* a timer: deadline (and period) from the caller's clock */
 	AMIO__OP_CHANNEL,    /* a channel's registration */
+	AMIO__OP_START,      /* an operation: its arguments are in reg.ios[slot] */
+	AMIO__OP_DEADLINE,   /* an operation's deadline: deadline_ns */
+	AMIO__OP_POOL_NEW,   /* data: the amio_pool to set up */
+	AMIO__OP_POOL_FREE,  /* data: the amio_pool to free */
 };
 
 struct amio__cmd {
@@ -208,6 +218,84 @@ struct amio__entry {
 	struct __kernel_timespec ts; /* timers: read by the kernel at submit time */
 };
 
+/* ---- Operations (io.c, io_poll.c, pool.c) --------------------------------
+ * An operation's arguments are written into reg.ios[slot] by the starting
+ * registrar before it queues AMIO__OP_START (the ring's release/acquire
+ * publishes them); from then on the struct is the poll thread's.
+ */
+enum amio__io_type { AMIO__IO_ACCEPT = 1, AMIO__IO_RECV, AMIO__IO_SEND };
+#define AMIO__ACCEPT_HOLD  64 /* accepted fds held while the consumer has no room */
+#define AMIO__ACCEPT_PAUSE 32 /* ... from here on the accept pauses */
+#define AMIO__NO_BID       0xffffu
+enum {
+	AMIO__IO_ENDING = 1u << 0,      /* cancel or deadline: end once the kernel let go */
+	AMIO__IO_ENDED = 1u << 1,       /* DONE made */
+	AMIO__IO_STARVED = 1u << 2,     /* recv: on its pool's starved list */
+	AMIO__IO_PAUSED = 1u << 3,      /* accept: its hold is full; re-armed once drained */
+	AMIO__IO_ZC = 1u << 4,          /* send: zero-copy, a notification CQE still due */
+	AMIO__IO_QUEUED = 1u << 5,      /* send: on its fd's send queue */
+	AMIO__IO_CANCEL_SENT = 1u << 6, /* the request's cancel is in the kernel */
+	AMIO__IO_ORPHAN = 1u << 7,      /* its inbox registrar is gone: notes dropped */
+};
+struct amio_pool;
+struct amio__io {
+	/* Set by the starting registrar. */
+	uint32_t type;  /* enum amio__io_type */
+	uint32_t flags; /* AMIO_SEND_ZC */
+	struct amio_pool *pool;
+	struct amio_registrar *starter;
+	uint64_t total; /* send: bytes */
+	uint32_t niov;  /* send: iovecs in iov[] */
+	struct iovec iov[AMIO_SENDV_MAX];
+	/* Poll thread. */
+	uint32_t state;   /* AMIO__IO_* */
+	uint32_t first;   /* send: iov[first] is the next piece (advanced in place) */
+	uint64_t sent;    /* send: bytes handed to the kernel */
+	int32_t end_res;  /* why it ends early: -ECANCELED, -ETIME */
+	int32_t done_res; /* DONE's res, held while the consumer has no room */
+	bool done_held;
+	uint32_t next_send; /* slot of the next send on the same fd (0: none) */
+	uint32_t next_starved;
+	uint16_t held_head, held_tail; /* recv: notes held, through pool->held[bid] */
+	uint32_t held_n;               /* recv and accept: notes held */
+	uint32_t acc_head;             /* accept: acc[] is a ring of held fds */
+	int32_t acc[AMIO__ACCEPT_HOLD];
+	int64_t deadline_ns;
+	uint32_t dl_pos;   /* 1 + its place in the poller's deadline heap, 0: none */
+	struct msghdr msg; /* io_uring sendmsg: read by the kernel at submit */
+};
+
+/* A pool's buffers go round a provided buffer ring: its consumer thread adds
+ * the buffers it gives back (the ring's only producer), the kernel (io_uring)
+ * or the poll thread (epoll) takes them. */
+struct amio_pool {
+	struct io_uring_buf_ring *br; /* count entries, page aligned */
+	unsigned char *bufs;          /* count x size bytes */
+	size_t br_len, bufs_len;
+	uint32_t count, size, mask;
+	amio_poller *p;
+	struct amio_registrar *r;
+	int32_t err;       /* the buffer ring's registration failed: recvs end with it */
+	uint16_t bgid;     /* io_uring buffer group */
+	bool registered;   /* poll thread: bgid is registered */
+	bool applied;      /* poll thread: POOL_NEW applied */
+	bool orphan;       /* poll thread: its inbox registrar is gone: free once idle */
+	uint32_t running;  /* recvs started, not ended (registrar ++, poll thread --) */
+	uint32_t freed;    /* amio_pool_free ran: no new recv */
+	uint64_t taken;    /* buffers the kernel took (poll thread) */
+	uint64_t returned; /* buffers given back (consumer) */
+	uint32_t ep_head;  /* epoll: the next ring entry the poll thread takes */
+	uint32_t starved;  /* a recv waits for a buffer: the next put kicks the poller */
+	uint32_t queued;   /* on the poller's refilled stack */
+	struct amio_pool *next_refilled; /* the poller's refilled stack (CAS push) */
+	struct amio_pool *next_all;      /* poll thread: live pools */
+	uint32_t starved_head;           /* poll thread: recvs waiting, by slot */
+	struct amio__held {
+		int32_t res;
+		uint16_t next;
+	} * held; /* count: a held note per lent buffer, linked per recv */
+};
+
 /* A FIFO of entries whose notifications found no room (an inbox, or an Amy
  * mode out[]), linked through next_ovf; readiness coalesces per entry. */
 struct amio__ovf {
@@ -219,10 +307,11 @@ struct amio__registry {
 	uint32_t cap;                  /* usable slots: 1 .. cap (slot 0 unused) */
 	uint64_t *words;               /* cap + 1 slot words */
 	void **objs;                   /* cap + 1: a channel id's amio_channel (any thread) */
+	struct amio__io *ios;          /* cap + 1: operations (struct amio__io) */
 	struct amio__entry *entries;   /* cap + 1 entries, poll thread only */
 	uint32_t *next_free;           /* cap + 1 links of the free stack */
 	size_t words_len, entries_len; /* mapping lengths */
-	size_t next_len, objs_len;
+	size_t next_len, objs_len, ios_len;
 	/* Freed slots, a LIFO stack: tag << AMIO__SLOT_BITS | top slot (0 =
 	 * empty). The poller pushes, registrars pop; every CAS bumps the tag,
 	 * so a pop that read a stale link fails (ABA). A stack, not a ring:
@@ -268,6 +357,9 @@ static inline struct amio__entry *amio__registry_entry(struct amio__registry *re
 /* Private bit in notification events: the poller itself finished the id
  * (a fired one-shot timer), so it is delivered although no longer live. */
 #define AMIO__FINAL (1u << 31)
+/* Private bit: an operation's notification, delivered whatever the id's
+ * state (it may lend a buffer; the id may be finished and reused). */
+#define AMIO__IONOTE (1u << 30)
 
 /* ---- Doorbell: a sleeper's state, so a wakeup is sent once per sleep ---- */
 enum { AMIO__RUNNING = 0, AMIO__SLEEPING = 1, AMIO__NOTIFIED = 2 };
@@ -388,6 +480,7 @@ struct amio_poller {
 	struct amio_registrar *incoming; /* registrars not yet adopted (CAS stack) */
 	struct amio_channel *ready;      /* channels raised since the last drain (CAS stack) */
 	struct amio_channel *channels;   /* every channel ever made (CAS stack) */
+	struct amio_pool *refilled;      /* pools given a buffer while a recv starved (CAS stack) */
 
 	/* Poll thread only. */
 	struct amio_registrar *registrars CK_CC_CACHELINE;
@@ -403,6 +496,19 @@ struct amio_poller {
 	uint32_t spin_hint; /* AMIO__SPIN_STREAMING, from channel receivers */
 	uint64_t batch;     /* reap batches: timer ticks coalesce within one */
 	uint64_t wait_seq;  /* Amy mode: one notification per id per wait */
+	/* Operations (io_poll.c): deadlines, a min-heap by ns; each fd's
+	 * send queue (first and last slot, one send in flight per fd); pools. */
+	struct amio__deadline {
+		int64_t ns;
+		uint32_t slot;
+	} * dl;
+	uint32_t dl_n;
+	size_t dl_len;
+	uint32_t (*sendq)[2];
+	uint32_t sendq_cap; /* fds below it can be sent on */
+	size_t sendq_len;
+	struct amio_pool *pools;
+	uint64_t bgids[1024]; /* io_uring buffer group ids in use (a bitmap) */
 	bool enabled;
 	pthread_t poll_thread;
 	amio_notification *out; /* where this wait's notifications go */
@@ -439,6 +545,18 @@ static inline int amio__backend_disarm(amio_poller *p, struct amio__entry *e, ui
 static inline void amio__backend_release(amio_poller *p, uint32_t slot)
 {
 	p->be.ops->release(p, slot);
+}
+static inline int amio__backend_cancel_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	return p->be.ops->cancel_io(p, e, slot);
+}
+static inline int amio__backend_pool_add(amio_poller *p, struct amio_pool *pool)
+{
+	return p->be.ops->pool_add(p, pool);
+}
+static inline void amio__backend_pool_del(amio_poller *p, struct amio_pool *pool)
+{
+	p->be.ops->pool_del(p, pool);
 }
 static inline int amio__backend_wake_waiter(amio_poller *p, struct amio__waiter *w)
 {
@@ -562,6 +680,12 @@ void amio__registrar_unref(amio_registrar *r);
 void amio__registrar_room(amio_registrar *r);
 /* Allocate an id of kind and queue c for it (c->id filled). id or -errno. */
 int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *c);
+/* Allocate an operation's id, write its arguments to reg.ios[slot] and queue
+ * c (AMIO__OP_START) for it. id or -errno. */
+int64_t amio__registrar_add_io(amio_registrar *r, struct amio__cmd *c, const struct amio__io *io);
+/* Queue a command that takes no id (pools), or one for live_id, an operation
+ * that must still be live (-ENOENT otherwise). 0 or -errno. */
+int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_id);
 /* Close id (one of kinds) and queue its DEREGISTER. 0 or -errno. */
 int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds);
 
@@ -581,5 +705,48 @@ void amio__channels_free_all(amio_poller *p);
 /* Hand-out time (any thread): an AMIO_CHANNEL notification made before
  * its channel was drained (try_recv returned -EAGAIN) or freed. */
 bool amio__channel_stale(amio_poller *p, uint64_t id);
+
+/* io_poll.c: operations on the poll thread. */
+int amio__io_init(amio_poller *p);
+void amio__io_destroy(amio_poller *p);
+/* START, DEREGISTER (a cancel, or the orphaning of an inbox registrar's
+ * operation) and DEADLINE commands for an operation's entry. */
+void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cmd *c);
+void amio__io_reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot);
+void amio__io_maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot);
+void amio__on_io(amio_poller *p, const struct amio__completion *c);
+/* Deadlines: cancel what is due; the ns until the next one (-1: none). */
+void amio__io_expire(amio_poller *p);
+int64_t amio__io_next_deadline_ns(amio_poller *p);
+/* An operation's held notes went out (notify.c): resume a paused accept,
+ * free a finished operation. */
+void amio__io_flushed(amio_poller *p, struct amio__entry *e, uint32_t slot);
+/* An inbox registrar is gone: end its operation, drop its notes. */
+void amio__io_orphan(amio_poller *p, struct amio__entry *e, uint32_t slot);
+
+/* notify.c: an operation's notification (never coalesced, never filtered;
+ * held in order while its consumer has no room). bid: the pool buffer of
+ * an AMIO_RECV with bytes, else AMIO__NO_BID. */
+void amio__notify_io(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t res,
+                     uint16_t bid);
+/* A freed inbox registrar's inbox, emptied by the poll thread: accepted
+ * fds in it are closed. */
+void amio__inbox_drop(amio_registrar *r);
+/* Emit what an operation holds, in order; true once nothing is held. */
+bool amio__io_flush(amio_poller *p, struct amio__entry *e);
+
+/* pool.c */
+/* Apply AMIO__OP_POOL_NEW / AMIO__OP_POOL_FREE (poll thread). */
+void amio__pool_apply(amio_poller *p, const struct amio__cmd *c);
+/* Resume the recvs of pools given buffers since they starved (poll thread). */
+void amio__pools_refilled(amio_poller *p);
+/* Free every pool (amio_poller_free), and an orphaned idle one. */
+void amio__pools_free_all(amio_poller *p);
+void amio__pool_orphan(amio_poller *p, struct amio_registrar *r);
+void amio__pool_maybe_free(amio_poller *p, struct amio_pool *pool);
+static inline void *amio__pool_buf(const struct amio_pool *pool, uint16_t bid)
+{
+	return pool->bufs + (size_t)bid * pool->size;
+}
 
 #endif /* AMIO_INTERNAL_H */

@@ -161,6 +161,13 @@ void amio__flush_inbox(amio_poller *p, amio_registrar *r)
 	while ((e = r->ovf.head)) {
 		bool keep = amio__entry_live(p, e) || (e->pending & AMIO__FINAL);
 
+		if (e->kind == AMIO__KIND_IO) {
+			if (!amio__io_flush(p, e))
+				break;
+			ovf_pop(&r->ovf);
+			amio__io_flushed(p, e, amio__id_slot(e->id));
+			continue;
+		}
 		if (keep && !enqueue(p, r, e, e->pending, e->pending_error))
 			break;
 		ovf_pop(&r->ovf);
@@ -233,6 +240,13 @@ void amio__flush_amy(amio_poller *p)
 	struct amio__entry *e;
 
 	while ((e = p->ovf.head) && p->out_n < p->out_cap) {
+		if (e->kind == AMIO__KIND_IO) {
+			if (!amio__io_flush(p, e))
+				break;
+			ovf_pop(&p->ovf);
+			amio__io_flushed(p, e, amio__id_slot(e->id));
+			continue;
+		}
 		ovf_pop(&p->ovf);
 		if (amio__entry_live(p, e) || (e->pending & AMIO__FINAL))
 			put_out(p, e, e->pending, e->pending_error);
@@ -262,10 +276,133 @@ void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_
 	ck_pr_store_32(&r->overflowed, 1);
 }
 
+/* ---- Operations: every notification, in order ------------------------------ */
+
+/* Put one operation note where its consumer takes it; false if no room. */
+static bool io_emit(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t res, void *buf)
+{
+	amio_notification n = {
+	    .id = e->id, .data = e->data, .events = events | AMIO__IONOTE, .res = res, .buf = buf};
+	amio_registrar *r = e->owner;
+
+	if (r) {
+		if (!ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
+			return false;
+		r->pushed++;
+		touch(p, r);
+	} else {
+		if (!p->out || p->out_n >= p->out_cap)
+			return false;
+		p->out[p->out_n++] = n;
+	}
+	AMIO__STAT_ADD(p, notifications, 1);
+	return true;
+}
+
+/* Keep a note until its consumer has room: accepted fds in the operation's
+ * ring, received bytes through their buffer's link (the pool bounds them:
+ * one note per lent buffer), the DONE inline. */
+static void io_hold(amio_poller *p, struct amio__io *io, uint32_t events, int32_t res, uint16_t bid)
+{
+	if (events & AMIO_DONE) {
+		io->done_held = true;
+		io->done_res = res;
+	} else if (events & AMIO_ACCEPT) {
+		if (io->held_n == AMIO__ACCEPT_HOLD) {
+			/* Only CQEs that raced the pause get here. */
+			close(res);
+			AMIO__STAT_ADD(p, accepts_refused, 1);
+			return;
+		}
+		io->acc[(io->acc_head + io->held_n++) % AMIO__ACCEPT_HOLD] = res;
+	} else {
+		io->pool->held[bid] = (struct amio__held){res, AMIO__NO_BID};
+		if (io->held_n++)
+			io->pool->held[io->held_tail].next = bid;
+		else
+			io->held_head = bid;
+		io->held_tail = bid;
+	}
+}
+
+bool amio__io_flush(amio_poller *p, struct amio__entry *e)
+{
+	struct amio__io *io = &p->reg.ios[amio__id_slot(e->id)];
+
+	while (io->held_n) {
+		if (io->type == AMIO__IO_ACCEPT) {
+			if (!io_emit(p, e, AMIO_ACCEPT, io->acc[io->acc_head % AMIO__ACCEPT_HOLD],
+			             NULL))
+				return false;
+			io->acc_head++;
+		} else {
+			struct amio__held *h = &io->pool->held[io->held_head];
+
+			if (!io_emit(p, e, AMIO_RECV, h->res,
+			             amio__pool_buf(io->pool, io->held_head)))
+				return false;
+			io->held_head = h->next;
+		}
+		io->held_n--;
+	}
+	if (io->done_held) {
+		uint32_t type = io->type == AMIO__IO_ACCEPT ? AMIO_ACCEPT
+		                : io->type == AMIO__IO_RECV ? AMIO_RECV
+		                                            : AMIO_SEND;
+
+		if (!io_emit(p, e, type | AMIO_DONE, io->done_res, NULL))
+			return false;
+		io->done_held = false;
+	}
+	return true;
+}
+
+void amio__notify_io(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t res,
+                     uint16_t bid)
+{
+	struct amio__io *io = &p->reg.ios[amio__id_slot(e->id)];
+	amio_registrar *r = e->owner;
+	struct amio__ovf *l = r ? &r->ovf : &p->ovf;
+	void *buf = bid == AMIO__NO_BID ? NULL : amio__pool_buf(io->pool, bid);
+
+	if (io->state & AMIO__IO_ORPHAN) {
+		if (events == AMIO_ACCEPT)
+			close(res); /* nobody to take it */
+		return;
+	}
+	/* Behind its own held notes (order), and behind every entry waiting
+	 * in its consumer's list (as readiness waits there). */
+	if (!(e->flags & AMIO__E_OVERFLOW) && !l->head && io_emit(p, e, events, res, buf))
+		return;
+	io_hold(p, io, events, res, bid);
+	if (!(e->flags & AMIO__E_OVERFLOW)) {
+		ovf_add(l, e, 0, 0);
+		if (r)
+			ck_pr_store_32(&r->overflowed, 1);
+	}
+}
+
+void amio__inbox_drop(amio_registrar *r)
+{
+	amio_notification n;
+
+	/* Its owner freed it and takes nothing more: we are its consumer now.
+	 * Accepted connections nobody will see are closed. */
+	while (ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
+		if ((n.events & AMIO__IONOTE) && (n.events & AMIO_ACCEPT) && n.res >= 0)
+			close(n.res);
+}
+
 /* ---- Hand-out ------------------------------------------------------------ */
 
 bool amio__deliverable(amio_poller *p, amio_notification *n)
 {
+	if (n->events & AMIO__IONOTE) {
+		/* An operation's: it may lend a buffer, and its id may be
+		 * finished (and reused) by now. Never filtered. */
+		n->events &= ~AMIO__IONOTE;
+		return true;
+	}
 	if (n->events & AMIO__FINAL) {
 		n->events &= ~AMIO__FINAL;
 		/* FIRED -> CLOSING: this hand-out and amio_cancel_timer race

@@ -72,10 +72,11 @@ int amio_poller_new(amio_poller **out, const struct amio_poller_config *user_cfg
 		return -ENOMEM;
 	memset(p, 0, sizeof(*p));
 	rc = amio__registry_init(&p->reg, cfg.max_registrations);
-	if (rc == 0) {
-		rc = amio__backend_init(p, &cfg);
-		if (rc < 0)
-			amio__registry_destroy(&p->reg);
+	if (rc == 0 && (rc = amio__io_init(p)) < 0)
+		amio__registry_destroy(&p->reg);
+	if (rc == 0 && (rc = amio__backend_init(p, &cfg)) < 0) {
+		amio__io_destroy(p);
+		amio__registry_destroy(&p->reg);
 	}
 	if (rc < 0) {
 		free(p);
@@ -105,6 +106,19 @@ static void quiesce(amio_registrar *list)
 	for (amio_registrar *r = list; r; r = r->next)
 		while (amio__in_call_load(&r->in_call))
 			ck_pr_stall();
+}
+
+static void adopt_queued_pools(amio_poller *p, amio_registrar *r)
+{
+	struct amio__cmd c;
+
+	while (ck_ring_dequeue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, &c))
+		if (c.op == AMIO__OP_POOL_NEW) {
+			amio_pool *pool = c.data;
+
+			pool->next_all = p->pools;
+			p->pools = pool;
+		}
 }
 
 void amio_poller_free(amio_poller *p)
@@ -140,8 +154,14 @@ void amio_poller_free(amio_poller *p)
 			(void)amio__backend_wake_waiter_now(p, &r->waiter);
 		amio__futex_bump(&r->room_seq);
 	}
-	/* Exiting the ring cancels every poll, so users' close() sends FIN. */
+	/* Pools whose POOL_NEW was still queued are freed with the others. */
+	for (r = p->registrars; r; r = r->next)
+		adopt_queued_pools(p, r);
+	/* Exiting the ring cancels every poll, so users' close() sends FIN,
+	 * and every operation (see amio.h on sends in flight). */
 	amio__backend_destroy(p);
+	amio__pools_free_all(p);
+	amio__io_destroy(p);
 	amio__registry_destroy(&p->reg);
 	for (r = p->registrars; r; r = next) {
 		next = r->next;
@@ -169,6 +189,8 @@ void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
 	out->rearms = ck_pr_load_64(&q->stats.rearms);
 	out->overflows = ck_pr_load_64(&q->stats.overflows);
 	out->enter_errors = ck_pr_load_64(&q->stats.enter_errors);
+	out->recv_starved = ck_pr_load_64(&q->stats.recv_starved);
+	out->accepts_refused = ck_pr_load_64(&q->stats.accepts_refused);
 }
 
 /* ---- Wakeups ------------------------------------------------------------ */
@@ -204,7 +226,7 @@ static bool work_queued(amio_poller *p)
 {
 	/* p->touched: a doorbell that found no SQE, to ring before sleeping. */
 	if (ck_pr_load_ptr(&p->incoming) || ck_pr_load_ptr(&p->ready) || ck_pr_load_32(&p->stop) ||
-	    p->touched || p->ovf.head)
+	    ck_pr_load_ptr(&p->refilled) || p->touched || p->ovf.head)
 		return true;
 	for (amio_registrar *r = p->registrars; r; r = r->next) {
 		if (ck_ring_size(&r->cmdq) || ck_pr_load_32(&r->closed) || amio__watch_due(r))
@@ -302,6 +324,8 @@ static unsigned reap(amio_poller *p)
 				amio__on_poll(p, c[i].slot, c[i].armgen, c[i].res, c[i].more);
 			else if (c[i].kind == AMIO__C_TIMER)
 				amio__on_timer(p, c[i].slot, c[i].armgen, c[i].res, c[i].more);
+			else if (c[i].kind >= AMIO__C_IO)
+				amio__on_io(p, &c[i]);
 			else
 				amio__on_remove_busy(p, c[i].slot, c[i].armgen);
 		}
@@ -354,6 +378,8 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 		if (p->pending_head)
 			amio__run_pending(p, &p->pending_head);
 		amio__drain(p);
+		if (p->dl_n)
+			amio__io_expire(p);
 		if (p->ovf.head)
 			amio__flush_amy(p);
 		amio__ring_touched(p);
@@ -386,6 +412,13 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 				timeout_ms = 0; /* one last non-blocking look */
 				continue;
 			}
+		}
+		if (p->dl_n) {
+			/* An operation's deadline bounds the sleep (never early). */
+			int64_t dl = amio__io_next_deadline_ns(p);
+
+			if (left < 0 || dl < left)
+				left = dl;
 		}
 		if (spin_for_work(p, left) || !sleep_ok(p))
 			continue;

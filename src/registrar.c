@@ -210,6 +210,46 @@ int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *
 	return id;
 }
 
+int64_t amio__registrar_add_io(amio_registrar *r, struct amio__cmd *c, const struct amio__io *io)
+{
+	int64_t id;
+	int rc = enter(r);
+
+	if (rc < 0)
+		return rc;
+	if (queue_full(r)) {
+		leave(r);
+		return -EAGAIN;
+	}
+	id = amio__registry_alloc(&r->p->reg, AMIO__KIND_IO);
+	if (id > 0) {
+		/* The slot is ours until the poll thread applies START: the
+		 * ring's enqueue publishes the arguments with the command. */
+		r->p->reg.ios[amio__id_slot((uint64_t)id)] = *io;
+		c->id = (uint64_t)id;
+		push(r, c);
+	}
+	leave(r);
+	return id;
+}
+
+int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_id)
+{
+	int rc = enter(r);
+
+	if (rc < 0)
+		return rc;
+	if (queue_full(r))
+		rc = -EAGAIN;
+	else if (live_id &&
+	         !amio__registry_live(&r->p->reg, live_id, AMIO__KIND_BIT(AMIO__KIND_IO)))
+		rc = -ENOENT;
+	else
+		push(r, c);
+	leave(r);
+	return rc;
+}
+
 int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds)
 {
 	struct amio__cmd c = {.op = AMIO__OP_DEREGISTER, .id = id};

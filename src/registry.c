@@ -27,11 +27,15 @@ int amio__registry_init(struct amio__registry *reg, uint32_t cap)
 	reg->entries_len = (size_t)(cap + 1) * sizeof(struct amio__entry);
 	reg->next_len = (size_t)(cap + 1) * sizeof(uint32_t);
 	reg->objs_len = (size_t)(cap + 1) * sizeof(void *);
+	reg->ios_len = (size_t)(cap + 1) * sizeof(struct amio__io);
 	reg->words = amio__reserve(reg->words_len);
 	reg->entries = amio__reserve(reg->entries_len);
 	reg->next_free = amio__reserve(reg->next_len);
 	reg->objs = amio__reserve(reg->objs_len);
-	if (!reg->words || !reg->entries || !reg->next_free || !reg->objs) {
+	/* Address space only: an operation's pages become resident as its
+	 * slot is first used for one. */
+	reg->ios = amio__reserve(reg->ios_len);
+	if (!reg->words || !reg->entries || !reg->next_free || !reg->objs || !reg->ios) {
 		amio__registry_destroy(reg);
 		return -ENOMEM;
 	}
@@ -49,6 +53,8 @@ void amio__registry_destroy(struct amio__registry *reg)
 		munmap(reg->next_free, reg->next_len);
 	if (reg->objs)
 		munmap(reg->objs, reg->objs_len);
+	if (reg->ios)
+		munmap(reg->ios, reg->ios_len);
 	memset(reg, 0, sizeof(*reg));
 }
 

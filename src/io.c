@@ -1,0 +1,121 @@
+/*
+ * Operations, the calling thread's side: what amio_accept, amio_recv,
+ * amio_send(v), amio_cancel and amio_set_deadline check and queue. The poll
+ * thread carries them out (io_poll.c).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int64_t start(amio_registrar *r, int fd, void *data, const struct amio__io *io)
+{
+	struct amio__cmd c = {.op = AMIO__OP_START, .fd = fd, .data = data};
+
+	if (!r)
+		return -EINVAL;
+	return amio__registrar_add_io(r, &c, io);
+}
+
+int64_t amio_accept(amio_registrar *r, int fd, void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_ACCEPT};
+	int accepting = 0, fl;
+	socklen_t len = sizeof(accepting);
+
+	if (fd < 0)
+		return -EBADF;
+	if ((fl = fcntl(fd, F_GETFL)) < 0)
+		return -errno;
+	/* The epoll backend calls accept4 on it: a blocking one would stop
+	 * the poll thread when another thread took the connection first. */
+	if (!(fl & O_NONBLOCK))
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0)
+		return errno == ENOTSOCK ? -EINVAL : -errno;
+	if (!accepting)
+		return -EINVAL;
+	return start(r, fd, data, &io);
+}
+
+int64_t amio_recv(amio_registrar *r, int fd, amio_pool *pool, void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_RECV, .pool = pool};
+	int64_t id;
+
+	if (fd < 0)
+		return -EBADF;
+	if (!r || !pool || pool->r != r || ck_pr_load_32(&pool->freed))
+		return -EINVAL;
+	/* Counted before the command: amio_pool_free must see it. */
+	ck_pr_inc_32(&pool->running);
+	id = start(r, fd, data, &io);
+	if (id < 0)
+		ck_pr_dec_32(&pool->running);
+	return id;
+}
+
+static int64_t send_io(amio_registrar *r, int fd, struct amio__io *io, uint32_t flags, void *data)
+{
+	if (fd < 0)
+		return -EBADF;
+	if (flags & ~(uint32_t)AMIO_SEND_ZC)
+		return -EINVAL;
+	io->type = AMIO__IO_SEND;
+	io->flags = flags;
+	return start(r, fd, data, io);
+}
+
+int64_t amio_send(amio_registrar *r, int fd, const void *buf, size_t len, uint32_t flags,
+                  void *data)
+{
+	struct amio__io io = {.niov = 1, .total = len};
+
+	if (!buf || len == 0 || len > INT32_MAX)
+		return fd < 0 ? -EBADF : -EINVAL;
+	io.iov[0] = (struct iovec){(void *)buf, len};
+	return send_io(r, fd, &io, flags, data);
+}
+
+int64_t amio_sendv(amio_registrar *r, int fd, const struct iovec *iov, unsigned iovcnt,
+                   uint32_t flags, void *data)
+{
+	struct amio__io io = {.niov = iovcnt};
+
+	if (fd < 0)
+		return -EBADF;
+	if (!iov || iovcnt == 0 || iovcnt > AMIO_SENDV_MAX)
+		return -EINVAL;
+	for (unsigned i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len && !iov[i].iov_base)
+			return -EINVAL;
+		if (iov[i].iov_len > INT32_MAX - io.total)
+			return -EINVAL;
+		io.total += iov[i].iov_len;
+		io.iov[i] = iov[i];
+	}
+	if (io.total == 0)
+		return -EINVAL;
+	return send_io(r, fd, &io, flags, data);
+}
+
+int amio_cancel(amio_registrar *r, uint64_t id)
+{
+	if (!r)
+		return -EINVAL;
+	return amio__registrar_close(r, id, AMIO__KIND_BIT(AMIO__KIND_IO));
+}
+
+int amio_set_deadline(amio_registrar *r, uint64_t id, uint64_t ms)
+{
+	struct amio__cmd c = {.op = AMIO__OP_DEADLINE, .id = id};
+
+	if (!r || ms > AMIO_TIMER_MAX_MS)
+		return -EINVAL;
+	/* The caller's clock, so never early however late the poll thread
+	 * applies it. */
+	c.deadline_ns = amio__now_ns() + (int64_t)ms * 1000000;
+	return amio__registrar_push(r, &c, id);
+}

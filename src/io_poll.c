@@ -1,0 +1,485 @@
+/*
+ * Operations on the poll thread: how an accept, recv or send is armed, what
+ * each completion of its request means, and how it ends with exactly one
+ * DONE once the kernel holds nothing of it (the rule that makes buffer
+ * ownership sound: a cancel or deadline only asks; the DONE waits for the
+ * request's final completion).
+ */
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+
+#include "internal.h"
+
+static struct amio__io *io_of(amio_poller *p, uint32_t slot)
+{
+	return &p->reg.ios[slot];
+}
+
+/* ---- Setup ------------------------------------------------------------------ */
+
+int amio__io_init(amio_poller *p)
+{
+	struct rlimit rl = {0};
+	rlim_t fds = (rlim_t)1 << 24;
+
+	p->dl_len = ((size_t)p->reg.cap + 1) * sizeof(*p->dl);
+	p->dl = amio__reserve(p->dl_len);
+	/* One send queue per fd the process may open (the hard limit; address
+	 * space only, touched as fds are sent on). */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < fds)
+		fds = rl.rlim_max;
+	p->sendq_cap = (uint32_t)fds;
+	p->sendq_len = (size_t)fds * sizeof(*p->sendq);
+	p->sendq = amio__reserve(p->sendq_len);
+	return p->dl && p->sendq ? 0 : -ENOMEM;
+}
+
+void amio__io_destroy(amio_poller *p)
+{
+	if (p->dl)
+		munmap(p->dl, p->dl_len);
+	if (p->sendq)
+		munmap(p->sendq, p->sendq_len);
+	p->dl = NULL;
+	p->sendq = NULL;
+}
+
+/* ---- Deadlines: a binary min-heap of (ns, slot) ------------------------------ */
+
+static void dl_put(amio_poller *p, uint32_t i, struct amio__deadline d)
+{
+	p->dl[i] = d;
+	io_of(p, d.slot)->dl_pos = i + 1;
+}
+
+static void dl_up(amio_poller *p, uint32_t i)
+{
+	struct amio__deadline d = p->dl[i];
+
+	while (i && p->dl[(i - 1) / 2].ns > d.ns) {
+		dl_put(p, i, p->dl[(i - 1) / 2]);
+		i = (i - 1) / 2;
+	}
+	dl_put(p, i, d);
+}
+
+static void dl_down(amio_poller *p, uint32_t i)
+{
+	struct amio__deadline d = p->dl[i];
+
+	for (;;) {
+		uint32_t c = 2 * i + 1;
+
+		if (c >= p->dl_n)
+			break;
+		if (c + 1 < p->dl_n && p->dl[c + 1].ns < p->dl[c].ns)
+			c++;
+		if (p->dl[c].ns >= d.ns)
+			break;
+		dl_put(p, i, p->dl[c]);
+		i = c;
+	}
+	dl_put(p, i, d);
+}
+
+static void dl_remove(amio_poller *p, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+	uint32_t i = io->dl_pos - 1;
+
+	if (!io->dl_pos)
+		return;
+	io->dl_pos = 0;
+	if (i == --p->dl_n)
+		return;
+	dl_put(p, i, p->dl[p->dl_n]);
+	dl_up(p, i);
+	dl_down(p, io_of(p, p->dl[p->dl_n].slot)->dl_pos - 1);
+}
+
+static void dl_set(amio_poller *p, uint32_t slot, int64_t ns)
+{
+	dl_remove(p, slot);
+	p->dl[p->dl_n] = (struct amio__deadline){ns, slot};
+	dl_up(p, p->dl_n++);
+}
+
+int64_t amio__io_next_deadline_ns(amio_poller *p)
+{
+	int64_t left;
+
+	if (!p->dl_n)
+		return -1;
+	left = p->dl[0].ns - amio__now_ns();
+	return left < 0 ? 0 : left;
+}
+
+/* ---- Send queues: one send in flight per fd, in the order started ----------- */
+
+static void sendq_add(amio_poller *p, uint32_t slot, int fd)
+{
+	uint32_t *q = p->sendq[fd];
+
+	io_of(p, slot)->next_send = 0;
+	io_of(p, slot)->state |= AMIO__IO_QUEUED;
+	if (q[0])
+		io_of(p, q[1])->next_send = slot;
+	else
+		q[0] = slot;
+	q[1] = slot;
+}
+
+/* Take slot off its fd's queue; the new head, if slot was the head. */
+static uint32_t sendq_remove(amio_poller *p, uint32_t slot, int fd)
+{
+	uint32_t *q = p->sendq[fd], prev = 0, s = q[0];
+
+	io_of(p, slot)->state &= ~(uint32_t)AMIO__IO_QUEUED;
+	while (s && s != slot) {
+		prev = s;
+		s = io_of(p, s)->next_send;
+	}
+	if (!s)
+		return 0;
+	if (prev)
+		io_of(p, prev)->next_send = io_of(p, slot)->next_send;
+	else
+		q[0] = io_of(p, slot)->next_send;
+	if (q[1] == slot)
+		q[1] = prev;
+	return prev ? 0 : q[0];
+}
+
+/* ---- The end: one DONE ------------------------------------------------------- */
+
+static void unstarve(amio_poller *p, struct amio__io *io, uint32_t slot)
+{
+	uint32_t *link = &io->pool->starved_head;
+
+	while (*link && *link != slot)
+		link = &io_of(p, *link)->next_starved;
+	if (*link)
+		*link = io->next_starved;
+	io->state &= ~(uint32_t)AMIO__IO_STARVED;
+}
+
+static const uint32_t type_event[] = {
+    [AMIO__IO_ACCEPT] = AMIO_ACCEPT, [AMIO__IO_RECV] = AMIO_RECV, [AMIO__IO_SEND] = AMIO_SEND};
+
+/* The kernel holds nothing of the operation (inflight 0): make its DONE. */
+static void end(amio_poller *p, struct amio__entry *e, uint32_t slot, int32_t res)
+{
+	struct amio__io *io = io_of(p, slot);
+	uint32_t next = 0;
+
+	io->state = (io->state & ~(uint32_t)AMIO__IO_ENDING) | AMIO__IO_ENDED;
+	dl_remove(p, slot);
+	if (io->state & AMIO__IO_STARVED)
+		unstarve(p, io, slot);
+	if (io->state & AMIO__IO_QUEUED)
+		next = sendq_remove(p, slot, e->fd);
+	if (io->type == AMIO__IO_RECV) {
+		ck_pr_dec_32(&io->pool->running);
+		amio__pool_maybe_free(p, io->pool);
+	}
+	amio__notify_io(p, e, type_event[io->type] | AMIO_DONE, res, AMIO__NO_BID);
+	amio__io_maybe_free(p, e, slot);
+	if (next) /* the fd's next send goes out now */
+		amio__io_reconcile(p, &p->reg.entries[next], next);
+}
+
+void amio__io_maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if ((io->state & AMIO__IO_ENDED) && !io->done_held && !io->held_n && e->inflight == 0 &&
+	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW))) {
+		amio__backend_release(p, slot);
+		amio__registry_release(&p->reg, slot);
+	}
+}
+
+static void begin_end(struct amio__io *io, int32_t why)
+{
+	if (!(io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED))) {
+		io->state |= AMIO__IO_ENDING;
+		io->end_res = why;
+	}
+}
+
+/* ---- Bringing the kernel in line ------------------------------------------- */
+
+/* Ask the kernel to drop the request; true if it is gone now. */
+static bool cancel_request(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+	int rc;
+
+	if (io->state & AMIO__IO_CANCEL_SENT)
+		return false;
+	rc = amio__backend_cancel_io(p, e, slot);
+	if (rc < 0) {
+		amio__push_pending(p, e); /* no SQE now: again next iteration */
+		return false;
+	}
+	if (rc == 0)
+		io->state |= AMIO__IO_CANCEL_SENT;
+	return rc == 1;
+}
+
+static bool may_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if ((e->flags & AMIO__E_ARMED) || (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED)))
+		return false;
+	/* A send goes out only at the head of its fd's queue. */
+	return io->type != AMIO__IO_SEND || p->sendq[e->fd][0] == slot;
+}
+
+void amio__io_reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+	int rc;
+
+	if (!(e->flags & AMIO__E_REGISTERED))
+		return; /* a cancel or deadline that came before its START */
+	if (io->state & AMIO__IO_ENDED) {
+		amio__io_maybe_free(p, e, slot);
+		return;
+	}
+	if (e->flags & AMIO__E_DEREGISTERED)
+		begin_end(io, -ECANCELED);
+	if (io->state & AMIO__IO_ENDING) {
+		if ((e->flags & AMIO__E_ARMED) && !cancel_request(p, e, slot))
+			return; /* its final completion ends it */
+		if (e->inflight == 0)
+			end(p, e, slot, io->end_res);
+		return;
+	}
+	if (!may_arm(p, e, slot))
+		return;
+	if (io->type == AMIO__IO_RECV && io->pool->err) {
+		end(p, e, slot, io->pool->err);
+		return;
+	}
+	rc = amio__backend_arm(p, e, slot);
+	if (rc < 0)
+		end(p, e, slot, rc);
+}
+
+void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cmd *c)
+{
+	uint32_t slot = amio__id_slot(c->id);
+	struct amio__io *io = io_of(p, slot);
+
+	switch (c->op) {
+	case AMIO__OP_START:
+		e->fd = c->fd;
+		e->data = c->data;
+		e->flags |= AMIO__E_REGISTERED;
+		if (io->type == AMIO__IO_SEND) {
+			if ((uint32_t)c->fd >= p->sendq_cap) {
+				end(p, e, slot, -EBADF);
+				return;
+			}
+			sendq_add(p, slot, c->fd);
+		}
+		break;
+	case AMIO__OP_DEREGISTER: /* amio_cancel */
+		e->flags |= AMIO__E_DEREGISTERED;
+		break;
+	case AMIO__OP_DEADLINE:
+		if (!(io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED)))
+			dl_set(p, slot, c->deadline_ns);
+		return;
+	}
+	amio__io_reconcile(p, e, slot);
+}
+
+void amio__io_expire(amio_poller *p)
+{
+	int64_t now = amio__now_ns();
+
+	while (p->dl_n && p->dl[0].ns <= now) {
+		uint32_t slot = p->dl[0].slot;
+
+		dl_remove(p, slot);
+		begin_end(io_of(p, slot), -ETIME);
+		amio__io_reconcile(p, &p->reg.entries[slot], slot);
+	}
+}
+
+void amio__io_orphan(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	io->state |= AMIO__IO_ORPHAN;
+	/* Nobody will take what it holds: accepted fds are closed, held
+	 * buffers stay with the pool, which is freed with its registrar. */
+	if (io->type == AMIO__IO_ACCEPT)
+		for (; io->held_n; io->held_n--)
+			close(io->acc[io->acc_head++ % AMIO__ACCEPT_HOLD]);
+	io->held_n = 0;
+	io->done_held = false;
+	e->flags |= AMIO__E_DEREGISTERED;
+	amio__io_reconcile(p, e, slot);
+}
+
+void amio__io_flushed(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if ((io->state & AMIO__IO_PAUSED) && io->held_n == 0) {
+		io->state &= ~(uint32_t)AMIO__IO_PAUSED;
+		amio__io_reconcile(p, e, slot);
+		return;
+	}
+	amio__io_maybe_free(p, e, slot);
+}
+
+/* ---- Completions ----------------------------------------------------------- */
+
+static void io_starve(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+	amio_pool *pool = io->pool;
+	uint32_t tail;
+
+	if (io->state & AMIO__IO_STARVED)
+		return; /* one request, one final completion: cannot happen */
+	AMIO__STAT_ADD(p, recv_starved, 1);
+	io->state |= AMIO__IO_STARVED;
+	io->next_starved = pool->starved_head;
+	pool->starved_head = slot;
+	ck_pr_store_32(&pool->starved, 1);
+	/* starved before the look at the ring; pairs with amio_pool_put. */
+	ck_pr_fence_store_load();
+	/* A buffer came back meanwhile: go on at once, as a refill would.
+	 * epoll takes from the ring itself and knows its head; the kernel's
+	 * head is not shown (before 6.8), so count what it took and we got
+	 * back (a buffer taken for a CQE not reaped yet makes a re-arm that
+	 * starves again, no more). */
+	tail = io_uring_smp_load_acquire(&pool->br->tail);
+	if (p->be.ops->enter_to_peek
+	        ? (uint16_t)(tail - pool->ep_head) != 0
+	        : pool->count > ck_pr_load_64(&pool->taken) - ck_pr_load_64(&pool->returned)) {
+		if (ck_pr_cas_32(&pool->queued, 0, 1)) {
+			amio_pool *head;
+
+			do {
+				head = ck_pr_load_ptr(&p->refilled);
+				pool->next_refilled = head;
+			} while (!ck_pr_cas_ptr(&p->refilled, head, pool));
+		}
+	}
+	(void)e;
+}
+
+static void on_accept(amio_poller *p, struct amio__entry *e, uint32_t slot,
+                      const struct amio__completion *c)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if (c->res >= 0)
+		amio__notify_io(p, e, AMIO_ACCEPT, c->res, AMIO__NO_BID);
+	else if (c->res == -ECANCELED)
+		; /* ours: to end it, or to pause it */
+	else if (c->res != -ECONNABORTED && c->res != -EINTR && c->res != -EAGAIN && !c->more)
+		begin_end(io, c->res); /* out of fds, not listening ... */
+	/* A consumer that takes nothing: pause rather than hold without end
+	 * (a cancel; its final completion leaves it paused). */
+	if (c->more && io->held_n >= AMIO__ACCEPT_PAUSE && !(io->state & AMIO__IO_ENDING)) {
+		io->state |= AMIO__IO_PAUSED;
+		if (cancel_request(p, e, slot))
+			return;
+	}
+	if (!c->more)
+		amio__io_reconcile(p, e, slot);
+}
+
+static void on_recv(amio_poller *p, struct amio__entry *e, uint32_t slot,
+                    const struct amio__completion *c)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if (c->bid != AMIO__NO_BID)
+		ck_pr_store_64(&io->pool->taken, ck_pr_load_64(&io->pool->taken) + 1);
+	if (c->res > 0)
+		amio__notify_io(p, e, AMIO_RECV, c->res, c->bid);
+	else if (c->res == 0)
+		begin_end(io, 0); /* EOF */
+	else if (c->res == -ENOBUFS && !(io->state & AMIO__IO_ENDING))
+		io_starve(p, e, slot);
+	else if (c->res != -ECANCELED || !(io->state & AMIO__IO_ENDING))
+		begin_end(io, c->res);
+	if (!c->more)
+		amio__io_reconcile(p, e, slot);
+}
+
+/* Take n sent bytes off the front of what is left. */
+static void advance(struct amio__io *io, uint32_t n)
+{
+	io->sent += n;
+	while (n && io->first < io->niov) {
+		struct iovec *v = &io->iov[io->first];
+
+		if (n < v->iov_len) {
+			v->iov_base = (char *)v->iov_base + n;
+			v->iov_len -= n;
+			return;
+		}
+		n -= (uint32_t)v->iov_len;
+		io->first++;
+	}
+}
+
+static void on_send(amio_poller *p, struct amio__entry *e, uint32_t slot,
+                    const struct amio__completion *c)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if (c->res >= 0)
+		advance(io, (uint32_t)c->res);
+	else if (c->res != -ECANCELED || !(io->state & AMIO__IO_ENDING))
+		begin_end(io, c->res);
+	if (c->more)
+		return; /* zero-copy: the notification ends the request */
+	if (io->sent == io->total && !(io->state & AMIO__IO_ENDED)) {
+		end(p, e, slot, (int32_t)io->total); /* finished first: not cancelled */
+		return;
+	}
+	amio__io_reconcile(p, e, slot); /* the rest of a short send, or the end */
+}
+
+void amio__on_io(amio_poller *p, const struct amio__completion *c)
+{
+	struct amio__entry *e = &p->reg.entries[c->slot];
+	struct amio__io *io = io_of(p, c->slot);
+
+	if (c->kind == AMIO__C_IO_NOTIF || !c->more) {
+		/* The request is over (a zero-copy send: with its notification). */
+		e->inflight--;
+		e->flags &= ~AMIO__E_ARMED;
+		io->state &= ~(uint32_t)AMIO__IO_CANCEL_SENT;
+	}
+	if (c->kind == AMIO__C_IO_NOTIF) {
+		struct amio__completion done = *c;
+
+		done.res = 0;
+		on_send(p, e, c->slot, &done);
+		return;
+	}
+	switch (io->type) {
+	case AMIO__IO_ACCEPT:
+		on_accept(p, e, c->slot, c);
+		break;
+	case AMIO__IO_RECV:
+		on_recv(p, e, c->slot, c);
+		break;
+	case AMIO__IO_SEND:
+		on_send(p, e, c->slot, c);
+		break;
+	}
+}
