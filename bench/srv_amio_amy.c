@@ -94,7 +94,8 @@ int main(int argc, char **argv)
 	pthread_create(&wt, NULL, worker, NULL);
 	sigwait(&set, &sig);
 	atomic_store(&srv_stop, 1);
-	(void)amio_channel_send(ch, &(amio_notification){0}); /* wake the worker; full: it is awake */
+	(void)amio_channel_send(ch,
+	                        &(amio_notification){0}); /* wake the worker; full: it is awake */
 	pthread_join(wt, NULL);
 	amio_poller_stop(poller);
 	pthread_join(pt, NULL);
