@@ -215,7 +215,14 @@ AMIO_API int amio_poller_new(amio_poller **out, const struct amio_poller_config 
  * Free the poller. Live registrations are cancelled; registrars still in use
  * stay valid memory and every later call on them returns -ESHUTDOWN (a call
  * blocked in amio_registrar_wait is woken and returns it); each must still be
- * freed with amio_registrar_free().
+ * freed with amio_registrar_free(). Operations still running are cancelled
+ * without a DONE (nobody is left to receive it) and their pools freed: called
+ * on the poll thread, it first waits (1 s at most) until the kernel has let
+ * go of every operation's buffers (io_uring ASYNC_CANCEL of all, then their
+ * last CQEs; epoll holds none between calls). From another thread an
+ * io_uring ring cancels them as it exits, in the background: keep the
+ * buffers of sends still running allocated, or end them (amio_cancel, then
+ * their DONE) before freeing the poller.
  * Thread: the poll thread, or any thread once the poll thread no longer uses p.
  */
 AMIO_API void amio_poller_free(amio_poller *p);
@@ -294,8 +301,11 @@ AMIO_API int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar *
 
 /*
  * Free a registrar. Commands it queued still take effect. Ids registered
- * through an inbox registrar are deregistered (nobody would receive them);
- * ids of an Amy-mode registrar stay registered.
+ * through an inbox registrar are deregistered (nobody would receive them):
+ * its operations are cancelled and their notifications dropped (accepted
+ * fds nobody saw are closed), and its pools are freed once their recvs
+ * ended; ids of an Amy-mode registrar stay registered, and its operations
+ * and pools run on (amio_pool_free on the poll thread).
  * Thread: the registrar's thread.
  */
 AMIO_API void amio_registrar_free(amio_registrar *r);

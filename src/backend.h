@@ -26,6 +26,7 @@ struct amio__uring {
 	bool defer_taskrun;        /* ring set up SINGLE_ISSUER | DEFER_TASKRUN */
 	bool multishot_timeout;    /* IORING_TIMEOUT_MULTISHOT works (6.4+) */
 	bool send_zc;              /* IORING_OP_SEND_ZC / SENDMSG_ZC (6.0+) */
+	uint32_t io_inflight;      /* operations' requests whose last CQE is not reaped */
 	bool taskrun_stale;        /* IORING_SQ_TASKRUN survived an enter that found no work */
 	int ring_fd;               /* copy readable by any thread (wakeup target) */
 	int probe_fd;              /* epoll fd asking the kernel if an fd can be polled, or -1 */

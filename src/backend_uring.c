@@ -31,6 +31,7 @@ static int64_t ns_to_ts(int64_t ns, struct __kernel_timespec *ts)
 
 static void uring_destroy(amio_poller *p);
 static int uring_submit(amio_poller *p);
+static bool translate(amio_poller *p, const struct io_uring_cqe *cqe, struct amio__completion *c);
 
 /* ---- Setup ------------------------------------------------------------- */
 
@@ -146,12 +147,50 @@ static int uring_init(amio_poller *p, const struct amio_poller_config *cfg)
 	return 0;
 }
 
+/* Before the ring goes: cancel every operation and wait (1 s at most) for
+ * their last CQEs, so no send reads, and no recv writes, a buffer after
+ * amio_poller_free returns. Only the poll thread can submit to a
+ * SINGLE_ISSUER ring; from another thread the ring's exit cancels them in
+ * the background (amio.h says what that means for a caller). */
+static void drain_io(amio_poller *p)
+{
+	struct amio__uring *be = &p->be.u;
+	struct __kernel_timespec ts = {0, 100000000};
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int64_t end = amio__now_ns() + 1000000000;
+
+	if (!be->io_inflight || !p->enabled || !pthread_equal(p->poll_thread, pthread_self()))
+		return;
+	sqe = io_uring_get_sqe(&be->ring);
+	if (!sqe && io_uring_submit(&be->ring) >= 0)
+		sqe = io_uring_get_sqe(&be->ring);
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+	io_uring_sqe_set_data64(sqe, user_data(TAG_MSG, 0, 0));
+	while (be->io_inflight && amio__now_ns() < end) {
+		struct amio__completion c;
+		unsigned head, seen = 0;
+
+		(void)io_uring_submit_and_wait_timeout(&be->ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&be->ring, head, cqe)
+		{
+			seen++;
+			(void)translate(p, cqe, &c);
+		}
+		io_uring_cq_advance(&be->ring, seen);
+	}
+}
+
 static void uring_destroy(amio_poller *p)
 {
 	struct amio__uring *be = &p->be.u;
 
-	if (be->ring_fd > 0)
+	if (be->ring_fd > 0) {
+		drain_io(p);
 		io_uring_queue_exit(&be->ring);
+	}
 	if (be->has_stop_ring)
 		io_uring_queue_exit(&be->stop_ring);
 	if (be->probe_fd >= 0)
@@ -281,6 +320,7 @@ static int uring_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		return -EBUSY;
 	if (e->kind == AMIO__KIND_IO) {
 		prep_io(p, sqe, e, slot);
+		p->be.u.io_inflight++;
 		e->armgen++;
 		io_uring_sqe_set_data64(sqe, user_data(TAG_IO, e->armgen, slot));
 		e->inflight++;
@@ -494,6 +534,8 @@ static bool translate(amio_poller *p, const struct io_uring_cqe *cqe, struct ami
 		return true;
 	case TAG_IO:
 		c->kind = (cqe->flags & IORING_CQE_F_NOTIF) ? AMIO__C_IO_NOTIF : AMIO__C_IO;
+		if (!c->more)
+			p->be.u.io_inflight--; /* the request's last CQE */
 		c->bid = (cqe->flags & IORING_CQE_F_BUFFER)
 		             ? (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT)
 		             : AMIO__NO_BID;
