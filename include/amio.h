@@ -644,10 +644,9 @@ AMIO_API int64_t amio_sendv(amio_registrar *r, int fd, const struct iovec *iov, 
  * unless it finished first (then the DONE it finished with). Either way
  * exactly one DONE comes, after which its buffers are back.
  * Returns: 0 (the DONE is on its way). Errors: -ENOENT (unknown id, not an
- * operation, or already done: its DONE was made), -EALREADY (cancel or
- * deadline already requested), -EAGAIN (queue full: not cancelled),
- * -ESHUTDOWN.
- * Thread: the operation's registrar's thread.
+ * operation, already cancelled, or finished: its DONE was made and taken
+ * off the poll thread), -EAGAIN (queue full: not cancelled), -ESHUTDOWN.
+ * Thread: the registrar's thread (any registrar of the poller).
  */
 AMIO_API int amio_cancel(amio_registrar *r, uint64_t id);
 
@@ -658,7 +657,7 @@ AMIO_API int amio_cancel(amio_registrar *r, uint64_t id);
  * recv: move it on each AMIO_RECV). Never early; 0 cancels at once.
  * Returns: 0. Errors: -ENOENT (as amio_cancel), -EINVAL (ms above
  * AMIO_TIMER_MAX_MS), -EAGAIN, -ESHUTDOWN.
- * Thread: the operation's registrar's thread.
+ * Thread: the registrar's thread (any registrar of the poller).
  */
 AMIO_API int amio_set_deadline(amio_registrar *r, uint64_t id, uint64_t ms);
 
