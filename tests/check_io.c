@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "amio_test.h"
@@ -649,6 +651,7 @@ START_TEST(an_inbox_worker_echoes_through_completions_only)
 	int fds[2];
 
 	fill(data, w.want, 99);
+	srand(99);
 	t_tcp_pair(fds);
 	w.fd = fds[1];
 	pthread_create(&pt, NULL, t_run_poller, p);
@@ -657,7 +660,11 @@ START_TEST(an_inbox_worker_echoes_through_completions_only)
 		ssize_t k;
 
 		if (sent < w.want) {
-			k = write(fds[0], data + sent, w.want - sent > 3000 ? 3000 : w.want - sent);
+			/* Pieces of 1 byte to 64 KiB, at random. */
+			size_t piece = 1 + (size_t)rand() % (rand() % 4 ? 2048 : 65536);
+
+			k = write(fds[0], data + sent,
+			          w.want - sent > piece ? piece : w.want - sent);
 			if (k > 0)
 				sent += (size_t)k;
 		}
@@ -674,6 +681,134 @@ START_TEST(an_inbox_worker_echoes_through_completions_only)
 	free(data);
 	free(back);
 	amio_poller_free(p);
+}
+END_TEST
+
+/* ---- Under load ----------------------------------------------------------- */
+
+/* 16 connections share a pool of 8 buffers of 256 bytes; their peers send
+ * messages of 1 byte to 64 KiB, split at random; an inbox worker holds up
+ * to 7 buffers at a time for a random while before giving them back (a
+ * consumer that lags). Every connection's byte stream must arrive whole and
+ * in order, and every recv must end with EOF: no loss, no deaf socket. */
+enum { LOAD_CONNS = 16 };
+struct load {
+	amio_poller *p;
+	int fds[LOAD_CONNS][2];
+	unsigned char *expect[LOAD_CONNS], *got[LOAD_CONNS];
+	size_t len[LOAD_CONNS], have[LOAD_CONNS];
+	int eof;
+	unsigned seed;
+};
+
+static void *load_worker(void *arg)
+{
+	struct load *L = arg;
+	amio_registrar *r;
+	amio_pool *pool;
+	amio_notification n[16];
+	void *held[8];
+	int nheld = 0;
+	unsigned seed = L->seed;
+
+	ck_assert_int_eq(amio_registrar_new(L->p, AMIO_INBOX, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 8, 256, &pool), 0);
+	for (intptr_t c = 0; c < LOAD_CONNS; c++)
+		ck_assert_int_gt(amio_recv(r, L->fds[c][1], pool, (void *)c), 0);
+	while (L->eof < LOAD_CONNS) {
+		int rc = amio_registrar_wait(r, n, 1 + rand_r(&seed) % 16, 5000);
+
+		ck_assert_msg(rc > 0, "worker stalled: %d of %d at EOF (seed %u)", L->eof,
+		              LOAD_CONNS, L->seed);
+		for (int i = 0; i < rc; i++) {
+			intptr_t c = (intptr_t)n[i].data;
+
+			if (n[i].events == (AMIO_RECV | AMIO_DONE)) {
+				ck_assert_int_eq(n[i].res, 0);
+				ck_assert_uint_eq(L->have[c], L->len[c]);
+				L->eof++;
+				continue;
+			}
+			ck_assert_uint_eq(n[i].events, AMIO_RECV);
+			ck_assert_uint_le(L->have[c] + (size_t)n[i].res, L->len[c]);
+			ck_assert_msg(
+			    memcmp(n[i].buf, L->expect[c] + L->have[c], (size_t)n[i].res) == 0,
+			    "conn %d: bytes %zu.. differ (seed %u)", (int)c, L->have[c], L->seed);
+			L->have[c] += (size_t)n[i].res;
+			held[nheld++] = n[i].buf;
+			if (nheld == 7 || rand_r(&seed) % 3 == 0) {
+				if (rand_r(&seed) % 4 == 0)
+					usleep(rand_r(&seed) % 2000);
+				while (nheld)
+					ck_assert_int_eq(amio_pool_put(pool, held[--nheld]), 0);
+			}
+		}
+		if (rc < 16 && nheld) /* nothing more soon: give all back */
+			while (nheld)
+				ck_assert_int_eq(amio_pool_put(pool, held[--nheld]), 0);
+	}
+	while (nheld)
+		ck_assert_int_eq(amio_pool_put(pool, held[--nheld]), 0);
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	return NULL;
+}
+
+START_TEST(many_connections_through_a_small_pool_with_a_lagging_consumer)
+{
+	const char *env = getenv("AMIO_IO_SEED"); /* reproduces a printed seed */
+	struct load L = {.p = t_poller(NULL),
+	                 .seed = env ? (unsigned)strtoul(env, NULL, 10)
+	                             : (unsigned)time(NULL) * 31u + (unsigned)_i};
+	pthread_t pt, wt;
+	size_t off[LOAD_CONNS] = {0};
+	unsigned seed = L.seed;
+	int open = LOAD_CONNS;
+
+	fprintf(stderr, "many_connections_through_a_small_pool: AMIO_IO_SEED=%u\n", L.seed);
+	for (int c = 0; c < LOAD_CONNS; c++) {
+		size_t msgs = 1 + rand_r(&seed) % 8;
+
+		t_tcp_pair(L.fds[c]);
+		for (size_t m = 0; m < msgs; m++)
+			L.len[c] +=
+			    1 + (rand_r(&seed) % 4 ? rand_r(&seed) % 512 : rand_r(&seed) % 65536);
+		L.len[c] = (size_t)t_scale((int)L.len[c]);
+		L.expect[c] = malloc(L.len[c]);
+		fill(L.expect[c], L.len[c], seed + (unsigned)c);
+	}
+	pthread_create(&pt, NULL, t_run_poller, L.p);
+	pthread_create(&wt, NULL, load_worker, &L);
+	while (open) {
+		for (int c = 0; c < LOAD_CONNS; c++) {
+			size_t n;
+			ssize_t w;
+
+			if (off[c] == L.len[c])
+				continue;
+			n = 1 + rand_r(&seed) % 3000;
+			if (n > L.len[c] - off[c])
+				n = L.len[c] - off[c];
+			w = write(L.fds[c][0], L.expect[c] + off[c], n);
+			if (w > 0)
+				off[c] += (size_t)w;
+			else
+				ck_assert_int_eq(errno, EAGAIN);
+			if (off[c] == L.len[c]) {
+				ck_assert_int_eq(shutdown(L.fds[c][0], SHUT_WR), 0);
+				open--;
+			}
+		}
+		usleep(50);
+	}
+	pthread_join(wt, NULL);
+	t_stop_poller(L.p, pt);
+	for (int c = 0; c < LOAD_CONNS; c++) {
+		close(L.fds[c][0]);
+		close(L.fds[c][1]);
+		free(L.expect[c]);
+	}
+	amio_poller_free(L.p);
 }
 END_TEST
 
@@ -735,6 +870,8 @@ static Suite *suite(void)
 	                    4);
 	tcase_add_test(tc, cancel_of_a_blocked_send_and_of_sends_queued_behind_it);
 	tcase_add_test(tc, an_inbox_worker_echoes_through_completions_only);
+	tcase_add_loop_test(tc, many_connections_through_a_small_pool_with_a_lagging_consumer, 0,
+	                    3);
 	tcase_add_test(tc, freeing_with_operations_in_flight);
 	suite_add_tcase(s, tc);
 	return s;
