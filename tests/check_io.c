@@ -812,6 +812,248 @@ START_TEST(many_connections_through_a_small_pool_with_a_lagging_consumer)
 }
 END_TEST
 
+/* ---- A random walk over the operations' contract -------------------------- */
+
+/* Amy mode, one thread, seeded (AMIO_IO_SEED): random recvs, sends (some
+ * zero-copy, some sendv), cancels and deadlines, peer writes and reads,
+ * waits with a random cap, buffers held and given back late. Checked at
+ * every notification: one DONE per operation and nothing after it; recv
+ * bytes = what the peer wrote, in order, across successive recvs of a
+ * socket; a send's DONE = its whole length, or -ECANCELED/-ETIME; the peer
+ * reads completed sends back to back in start order (a socket whose send was
+ * cut short is not checked further: how much went out is unknown). At the
+ * end every operation is done, every buffer back, and the pool frees. */
+enum { W_PAIRS = 4, W_OPS = 48, W_OUT = 1 << 20 };
+struct w_op {
+	uint64_t id;
+	int pair, kind; /* 0 free slot, 1 recv, 2 send */
+	size_t len;
+	unsigned char *payload; /* send: owned until its DONE */
+	bool done;
+};
+struct w_pair {
+	int fd[2];                /* 0: the peer (the test), 1: amio's side */
+	int recv;                 /* its op index + 1, or 0 */
+	size_t written, received; /* peer -> amio */
+	unsigned in_seed;
+	unsigned char *expect, *got; /* amio -> peer: completed sends / bytes read */
+	size_t expect_len, got_len;
+	bool tainted;
+};
+struct walk {
+	amio_poller *p;
+	amio_registrar *r;
+	amio_pool *pool;
+	struct w_op ops[W_OPS];
+	struct w_pair pairs[W_PAIRS];
+	void *held[32];
+	int nheld;
+	unsigned seed, rnd;
+};
+
+static unsigned char w_byte(unsigned seed, size_t i)
+{
+	return (unsigned char)((seed * 2654435761u + (unsigned)i * 40503u) >> 8);
+}
+
+static void w_note(struct walk *W, const amio_notification *n)
+{
+	struct w_op *o = &W->ops[(intptr_t)n->data];
+	struct w_pair *pr = &W->pairs[o->pair];
+
+	ck_assert_msg(o->kind && o->id == n->id && !o->done,
+	              "AMIO_IO_SEED=%u: id %llu (events %#x) is no running operation", W->seed,
+	              (unsigned long long)n->id, n->events);
+	if (n->events == AMIO_RECV) {
+		ck_assert_uint_eq(o->kind, 1);
+		ck_assert_uint_le(pr->received + (size_t)n->res, pr->written);
+		for (int k = 0; k < n->res; k++)
+			ck_assert_msg(((unsigned char *)n->buf)[k] ==
+			                  w_byte(pr->in_seed, pr->received + k),
+			              "AMIO_IO_SEED=%u: pair %d byte %zu", W->seed, o->pair,
+			              pr->received + k);
+		pr->received += (size_t)n->res;
+		if (W->nheld < 32 && rand_r(&W->rnd) % 2)
+			W->held[W->nheld++] = n->buf;
+		else
+			ck_assert_int_eq(amio_pool_put(W->pool, n->buf), 0);
+		return;
+	}
+	ck_assert_msg(n->events & AMIO_DONE, "AMIO_IO_SEED=%u: events %#x", W->seed, n->events);
+	ck_assert_ptr_null(n->buf);
+	o->done = true;
+	if (o->kind == 1) {
+		ck_assert_uint_eq(n->events, AMIO_RECV | AMIO_DONE);
+		ck_assert_msg(n->res == -ECANCELED || n->res == -ETIME,
+		              "AMIO_IO_SEED=%u: recv DONE %d", W->seed, n->res);
+		pr->recv = 0;
+	} else {
+		ck_assert_uint_eq(n->events, AMIO_SEND | AMIO_DONE);
+		if (n->res == (int32_t)o->len) {
+			ck_assert_uint_le(pr->expect_len + o->len, W_OUT);
+			memcpy(pr->expect + pr->expect_len, o->payload, o->len);
+			pr->expect_len += o->len;
+		} else {
+			ck_assert_msg(n->res == -ECANCELED || n->res == -ETIME,
+			              "AMIO_IO_SEED=%u: send DONE %d of %zu", W->seed, n->res,
+			              o->len);
+			pr->tainted = true;
+		}
+		free(o->payload);
+		o->payload = NULL;
+	}
+	o->kind = 0;
+}
+
+static void w_wait(struct walk *W, int timeout_ms)
+{
+	amio_notification n[8];
+	int rc = amio_poller_wait(W->p, n, 1 + rand_r(&W->rnd) % 8, timeout_ms);
+
+	ck_assert_int_ge(rc, 0);
+	for (int i = 0; i < rc; i++)
+		w_note(W, &n[i]);
+}
+
+static void w_peer_read(struct walk *W, struct w_pair *pr)
+{
+	ssize_t k;
+
+	while (pr->got_len < W_OUT &&
+	       (k = read(pr->fd[0], pr->got + pr->got_len, W_OUT - pr->got_len)) > 0)
+		pr->got_len += (size_t)k;
+	if (!pr->tainted) /* what came so far is a prefix of the completed sends (and the one
+	                     running) */
+		ck_assert_msg(memcmp(pr->got, pr->expect,
+		                     pr->got_len < pr->expect_len ? pr->got_len : pr->expect_len) ==
+		                  0,
+		              "AMIO_IO_SEED=%u: the peer read sends out of order", W->seed);
+}
+
+static int w_free_op(struct walk *W)
+{
+	for (int i = 0; i < W_OPS; i++)
+		if (!W->ops[i].kind)
+			return i;
+	return -1;
+}
+
+static void w_step(struct walk *W)
+{
+	int k = w_free_op(W), pi = rand_r(&W->rnd) % W_PAIRS, a = rand_r(&W->rnd) % 100;
+	struct w_pair *pr = &W->pairs[pi];
+	struct w_op *o = k >= 0 ? &W->ops[k] : NULL;
+
+	if (a < 15 && o && !pr->recv) { /* a recv */
+		o->id = (uint64_t)amio_recv(W->r, pr->fd[1], W->pool, (void *)(intptr_t)k);
+		ck_assert_int_gt((int64_t)o->id, 0);
+		*o = (struct w_op){.id = o->id, .pair = pi, .kind = 1};
+		pr->recv = k + 1;
+	} else if (a < 35 && o && pr->expect_len < W_OUT / 2) { /* a send */
+		size_t len = 1 + rand_r(&W->rnd) % (rand_r(&W->rnd) % 4 ? 512 : 65536);
+		unsigned char *b = malloc(len);
+		int64_t id;
+
+		for (size_t j = 0; j < len; j++)
+			b[j] = (unsigned char)rand_r(&W->rnd);
+		if (len > 2 && rand_r(&W->rnd) % 3 == 0) {
+			struct iovec v[3] = {{b, 1}, {b + 1, 0}, {b + 1, len - 1}};
+
+			id = amio_sendv(W->r, pr->fd[1], v, 3, 0, (void *)(intptr_t)k);
+		} else {
+			id = amio_send(W->r, pr->fd[1], b, len,
+			               rand_r(&W->rnd) % 4 ? 0 : AMIO_SEND_ZC, (void *)(intptr_t)k);
+		}
+		ck_assert_int_gt(id, 0);
+		*o = (struct w_op){
+		    .id = (uint64_t)id, .pair = pi, .kind = 2, .len = len, .payload = b};
+	} else if (a < 45) { /* the peer writes */
+		unsigned char b[4096];
+		size_t len = 1 + rand_r(&W->rnd) % sizeof(b);
+		ssize_t w;
+
+		for (size_t j = 0; j < len; j++)
+			b[j] = w_byte(pr->in_seed, pr->written + j);
+		w = write(pr->fd[0], b, len);
+		if (w > 0)
+			pr->written += (size_t)w;
+	} else if (a < 55) { /* the peer reads */
+		w_peer_read(W, pr);
+	} else if (a < 68) { /* cancel, or a short deadline, of a random op */
+		int j = rand_r(&W->rnd) % W_OPS;
+		int rc;
+
+		if (!W->ops[j].kind)
+			return;
+		rc = a < 62 ? amio_cancel(W->r, W->ops[j].id)
+		            : amio_set_deadline(W->r, W->ops[j].id, rand_r(&W->rnd) % 5);
+		ck_assert_msg(rc == 0 || rc == -ENOENT, "AMIO_IO_SEED=%u: %d", W->seed, rc);
+	} else if (a < 75) { /* give held buffers back */
+		while (W->nheld)
+			ck_assert_int_eq(amio_pool_put(W->pool, W->held[--W->nheld]), 0);
+	} else {
+		w_wait(W, rand_r(&W->rnd) % 3);
+	}
+}
+
+START_TEST(a_random_walk_keeps_the_operations_contract)
+{
+	const char *env = getenv("AMIO_IO_SEED");
+	struct walk *W = calloc(1, sizeof(*W));
+	int64_t end;
+
+	W->seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) * 7u + (unsigned)_i;
+	W->rnd = W->seed;
+	fprintf(stderr, "a_random_walk: AMIO_IO_SEED=%u\n", W->seed);
+	W->p = t_poller(NULL);
+	ck_assert_int_eq(amio_registrar_new(W->p, 0, &W->r), 0);
+	ck_assert_int_eq(amio_pool_new(W->r, 16, 1 + rand_r(&W->rnd) % 2048, &W->pool), 0);
+	for (int i = 0; i < W_PAIRS; i++) {
+		t_tcp_pair(W->pairs[i].fd);
+		W->pairs[i].in_seed = W->seed + (unsigned)i;
+		W->pairs[i].expect = malloc(W_OUT);
+		W->pairs[i].got = malloc(W_OUT);
+	}
+	for (int step = 0; step < t_scale(20000); step++)
+		w_step(W);
+	/* The end: cancel everything; every DONE comes; every byte is read. */
+	for (int i = 0; i < W_OPS; i++)
+		if (W->ops[i].kind)
+			ck_assert_int_ge(amio_cancel(W->r, W->ops[i].id) == 0 ? 0 : -1, -1);
+	for (end = t_now_ms() + 10000;;) {
+		bool running = false;
+
+		for (int i = 0; i < W_OPS; i++)
+			running |= W->ops[i].kind != 0;
+		for (int i = 0; i < W_PAIRS; i++)
+			w_peer_read(W, &W->pairs[i]);
+		if (!running)
+			break;
+		ck_assert_msg(t_now_ms() < end, "AMIO_IO_SEED=%u: operations never ended", W->seed);
+		w_wait(W, 10);
+	}
+	while (W->nheld)
+		ck_assert_int_eq(amio_pool_put(W->pool, W->held[--W->nheld]), 0);
+	for (int i = 0; i < W_PAIRS; i++) {
+		struct w_pair *pr = &W->pairs[i];
+
+		if (!pr->tainted) {
+			ck_assert_msg(pr->got_len == pr->expect_len,
+			              "AMIO_IO_SEED=%u: pair %d: peer read %zu of %zu sent",
+			              W->seed, i, pr->got_len, pr->expect_len);
+		}
+		close(pr->fd[0]);
+		close(pr->fd[1]);
+		free(pr->expect);
+		free(pr->got);
+	}
+	ck_assert_int_eq(amio_pool_free(W->pool), 0);
+	amio_registrar_free(W->r);
+	amio_poller_free(W->p);
+	free(W);
+}
+END_TEST
+
 /* ---- Ends of lives ------------------------------------------------------- */
 
 /* Operations in flight when their inbox registrar or the poller is freed:
@@ -873,6 +1115,7 @@ static Suite *suite(void)
 	tcase_add_loop_test(tc, many_connections_through_a_small_pool_with_a_lagging_consumer, 0,
 	                    3);
 	tcase_add_test(tc, freeing_with_operations_in_flight);
+	tcase_add_loop_test(tc, a_random_walk_keeps_the_operations_contract, 0, 4);
 	suite_add_tcase(s, tc);
 	return s;
 }
