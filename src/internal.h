@@ -90,7 +90,7 @@ enum amio__kind {
 	AMIO__KIND_IO = 3, /* a completion operation (io.c) */
 };
 #define AMIO__KIND_BIT(k) (1u << (k))
-#define AMIO__KIND_ANY    7u
+#define AMIO__KIND_ANY    15u
 
 /* Slot words: read on every reap and hand-out (acquire under TSan, ck.h). */
 static inline uint64_t amio__word_load(uint64_t *w)

@@ -440,8 +440,10 @@ bool amio__filter_out(amio_poller *p)
 	for (size_t i = 0; i < p->out_n; i++) {
 		/* A fired one-shot in amio_poller_run's stash is not handed out
 		 * until amio_poller_wait returns it: a cancel until then still
-		 * wins (the stash's own hand-out takes it, or drops it). */
-		bool keep = stash && (p->out[i].events & AMIO__FINAL);
+		 * wins (the stash's own hand-out takes it, or drops it). An
+		 * operation's note keeps its mark until then too: the stash's
+		 * hand-out must know it is never filtered. */
+		bool keep = stash && (p->out[i].events & (AMIO__FINAL | AMIO__IONOTE));
 
 		if (keep || amio__hand_out(p, &p->out[i]))
 			p->out[kept++] = p->out[i];

@@ -239,6 +239,44 @@ START_TEST(accept_reports_each_connection_then_done_on_cancel)
 }
 END_TEST
 
+/* An Amy-mode accept collected the inbox-mode way: amio_poller_run returns
+ * 1, amio_poller_wait hands the stash out. Nothing of an operation may be
+ * filtered there (the first application lost accepted fds and the DONE). */
+START_TEST(amy_mode_notes_stashed_by_run_reach_wait)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[4];
+	uint16_t port;
+	int lfd = t_listen(&port), c, got = 0, done = 0;
+	int64_t id;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	id = amio_accept(r, lfd, NULL);
+	ck_assert_int_gt(id, 0);
+	c = t_connect(port);
+	ck_assert_int_eq(amio_poller_run(p), 1);
+	ck_assert_int_eq(amio_poller_wait(p, n, 4, 0), 1);
+	ck_assert_uint_eq(n[0].events, AMIO_ACCEPT);
+	ck_assert_int_ge(n[0].res, 0);
+	close(n[0].res);
+	ck_assert_int_eq(amio_cancel(r, (uint64_t)id), 0);
+	for (int64_t end = t_now_ms() + 5000; !done && t_now_ms() < end;) {
+		int rc = amio_poller_run(p);
+
+		ck_assert_int_eq(rc, 1);
+		rc = amio_poller_wait(p, n, 4, 0);
+		for (int i = 0; i < rc; i++, got++)
+			done += n[i].events == (AMIO_ACCEPT | AMIO_DONE) && n[i].res == -ECANCELED;
+	}
+	ck_assert_int_eq(done, 1);
+	close(c);
+	close(lfd);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 /* ---- Recv ----------------------------------------------------------------- */
 
 /* Random chunks of up to 1 MiB in all; a pool of 8 x 4 KiB so the recv
@@ -1103,6 +1141,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, bad_arguments_get_clear_errors);
 	tcase_add_test(tc, accept_reports_each_connection_then_done_on_cancel);
+	tcase_add_test(tc, amy_mode_notes_stashed_by_run_reach_wait);
 	tcase_add_test(tc, recv_delivers_every_byte_in_order_through_a_small_pool);
 	tcase_add_test(tc, an_exhausted_pool_pauses_the_recv_until_a_buffer_comes_back);
 	tcase_add_test(tc, sends_on_one_socket_go_out_in_order_and_whole);
