@@ -470,6 +470,7 @@ struct amio_poller {
 	 * writes it) and from state and ready (sleeps and raises write them). */
 	uint32_t queue_entries CK_CC_CACHELINE, inbox_entries;
 	uint32_t cfg_flags;
+	uint64_t serial;   /* unique per poller made (amio__is_poll_thread) */
 	int64_t spin_ns;   /* spin_us: watch the queues this long before sleeping */
 	uint32_t shutdown; /* amio_poller_free has run */
 
@@ -625,6 +626,12 @@ int64_t amio__spin_window(amio_poller *p);
 void amio__spin_caught(amio_poller *p, int64_t window_ns, int64_t caught_ns);
 
 /* poller.c, used by registrar.c, timer.c and channel.c */
+extern __thread amio_poller *amio__tls_poller; /* the poller this thread polls */
+extern __thread uint64_t amio__tls_serial;
+static inline bool amio__is_poll_thread(const amio_poller *p)
+{
+	return amio__tls_poller == p && amio__tls_serial == p->serial;
+}
 void amio__poller_kick(amio_poller *p, amio_registrar *r);
 void amio__poller_unref(amio_poller *p);
 bool amio__entry_live(amio_poller *p, const struct amio__entry *e);

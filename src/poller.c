@@ -22,6 +22,8 @@ static uint32_t round_pow2(uint32_t v)
 	return r;
 }
 
+static uint64_t serials; /* pollers made so far */
+
 static int config(struct amio_poller_config *c, const struct amio_poller_config *user)
 {
 	if (user)
@@ -87,6 +89,7 @@ int amio_poller_new(amio_poller **out, const struct amio_poller_config *user_cfg
 	p->cfg_flags = cfg.flags;
 	p->spin_ns = (int64_t)cfg.spin_us * 1000;
 	p->refs = 1;
+	p->serial = ck_pr_faa_64(&serials, 1) + 1;
 	*out = p;
 	return 0;
 }
@@ -195,8 +198,16 @@ void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
 
 /* ---- Wakeups ------------------------------------------------------------ */
 
+/* The poller this thread polls (set by enable): its own commands need no
+ * wakeup, since a poll thread that runs our caller's code is not asleep. */
+__thread amio_poller *amio__tls_poller;
+__thread uint64_t amio__tls_serial; /* p->serial: a later poller at p's address is another */
+
 void amio__poller_kick(amio_poller *p, amio_registrar *r)
 {
+	if (amio__is_poll_thread(p))
+		return; /* saves the store-load fence per command (measured ~1% of
+		           a one-thread completion server's CPU) */
 	/* Our queue store (command, stop flag, drained inbox) before the load of
 	 * the poller's state; pairs with the fence in sleep_ok(): either the
 	 * poller sees our work, or we see SLEEPING and wake it. */
@@ -301,6 +312,8 @@ static int enable(amio_poller *p)
 		return rc;
 	p->poll_thread = pthread_self();
 	p->enabled = true;
+	amio__tls_poller = p;
+	amio__tls_serial = p->serial;
 	return 0;
 }
 

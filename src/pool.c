@@ -98,10 +98,12 @@ int amio_pool_put(amio_pool *pool, void *buf)
 	io_uring_buf_ring_add(pool->br, buf, pool->size, bid, (int)pool->mask, 0);
 	io_uring_buf_ring_advance(pool->br, 1); /* a release store of the tail */
 	ck_pr_store_64(&pool->returned, ck_pr_load_64(&pool->returned) + 1);
-	/* The tail before the starved load; pairs with amio__io_starve (its
-	 * starved store, then its look at the ring): either it sees this
-	 * buffer, or we see it starving and wake it. */
-	ck_pr_fence_store_load();
+	/* The tail before the starved load; pairs with io_starve (its starved
+	 * store, then its look at the ring): either it sees this buffer, or we
+	 * see it starving and wake it. The poll thread itself (an Amy-mode
+	 * consumer) cannot race its own io_starve. */
+	if (!amio__is_poll_thread(pool->p))
+		ck_pr_fence_store_load();
 	if (ck_pr_load_32(&pool->starved) && ck_pr_cas_32(&pool->queued, 0, 1)) {
 		amio_pool *head;
 
@@ -112,11 +114,6 @@ int amio_pool_put(amio_pool *pool, void *buf)
 		amio__poller_kick(pool->p, NULL);
 	}
 	return 0;
-}
-
-static bool on_poll_thread(const amio_poller *p)
-{
-	return p->enabled && pthread_equal(p->poll_thread, pthread_self());
 }
 
 /* Poll thread: the buffer group goes, then the memory. */
@@ -148,7 +145,7 @@ int amio_pool_free(amio_pool *pool)
 	ck_pr_store_32(&pool->freed, 1);
 	/* The poll thread frees at once, unless its own POOL_NEW still waits
 	 * in the queue (then the POOL_FREE goes behind it). */
-	if (on_poll_thread(pool->p) && pool->applied) {
+	if (amio__is_poll_thread(pool->p) && pool->applied) {
 		destroy(pool->p, pool);
 		return 0;
 	}
