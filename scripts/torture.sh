@@ -38,4 +38,4 @@ while :; do
 	seeds=$(( seeds + $1 )); ops=$(( ops + $2 )); notes=$(( notes + $3 ))
 done
 rm -f "$log"
-echo "torture: $seeds seeds, $ops operations, $notes notifications checked in $total s (debug and asan builds, io_uring and epoll): no violation"
+echo "torture: $seeds seeds, $ops operations, $notes notifications checked in $total s (debug and asan builds, ${TORTURE_BACKEND:-io_uring and epoll}): no violation"
