@@ -23,7 +23,9 @@
 # io_uring fd on epoll (/proc/PID/fd). Then, for REPS repetitions, the servers take
 # turns (interleaved); each runs every row. Server pinned to CPU 0, client to CPU 1. Server CPU per request comes
 # from /proc/PID/stat (utime+stime, all threads) over the whole client run,
-# syscalls per request from `perf stat -e raw_syscalls:sys_enter -p PID`.
+# syscalls per request from `perf stat -e raw_syscalls:sys_enter -p PID`
+# (--per-thread: a thread named "amio-worker", the worker of
+# amio-completion-inbox, is also counted alone, as "worker syscalls/req").
 # Writes bench/results/echo-YYYY-MM-DD.md (the table with medians, min-max
 # and ratios to epoll and uring-poll, amio on io_uring vs on epoll, and the
 # targets) and prints it.
@@ -60,6 +62,10 @@ amio-inbox:srv_amio_inbox:AMIO_BACKEND=io_uring
 amio-inbox-epoll:srv_amio_inbox:AMIO_BACKEND=epoll
 amio-single:srv_amio_single:AMIO_BACKEND=io_uring
 amio-single-epoll:srv_amio_single:AMIO_BACKEND=epoll
+amio-completion:srv_amio_completion:AMIO_BACKEND=io_uring
+amio-completion-epoll:srv_amio_completion:AMIO_BACKEND=epoll
+amio-completion-inbox:srv_amio_completion_inbox:AMIO_BACKEND=io_uring
+amio-completion-inbox-epoll:srv_amio_completion_inbox:AMIO_BACKEND=epoll
 uring-poll:srv_uring_poll uring-completion:srv_uring_completion epoll:srv_epoll
 epoll-amy:srv_epoll_amy libuv:srv_libuv libevent:srv_libevent libev:srv_libev"}
 # The "amio on io_uring unchanged" target compares with an earlier run.
@@ -189,13 +195,16 @@ done
 
 # One row against the running server; appends a line to $TMP/raw. With
 # $COUNT_SYSCALLS set, perf counts the server's syscalls and the line goes
-# to $TMP/sys instead (the tracepoint slows every syscall: never timed).
+# to $TMP/sys instead (the tracepoint slows every syscall: never timed):
+# row, server, syscalls/req of the process, and of its "amio-worker" thread
+# ("-" without one, or under strace).
 run_row() {
 	row=$1 conns=$2 bytes=$3 depth=$4
 	c0=$(cpu_ticks)
 	if [ -n "${COUNT_SYSCALLS:-}" ]; then
 		if [ "$PERF" = perf ]; then
-			perf stat -x, -e raw_syscalls:sys_enter -p "$SPID" -o "$TMP/perf" &
+			perf stat --per-thread -x, -e raw_syscalls:sys_enter -p "$SPID" \
+				-o "$TMP/perf" &
 		else
 			strace -c -f -q -p "$SPID" -o "$TMP/perf" &
 		fi
@@ -210,11 +219,19 @@ run_row() {
 	if [ -n "${COUNT_SYSCALLS:-}" ]; then
 		kill -INT "$perf_pid" 2>/dev/null || true
 		wait "$perf_pid" 2>/dev/null || true
-		# perf: "count,,raw_syscalls:sys_enter"; strace: the "total" row.
+		# perf: "comm-tid,count,,raw_syscalls:sys_enter,..." per thread
+		# (count "<not counted>": none); strace: the "total" row.
 		awk -F, -v n="$total" -v k="$row	$name" '
-			/raw_syscalls/ { printf "%s\t%.2f\n", k, $1 / n }
-			/ total$/ { split($0, f, " "); printf "%s\t%.2f\n", k, f[4] / n }' \
-			"$TMP/perf" >>"$TMP/sys"
+			/raw_syscalls/ {
+				c = $2 ~ /^[0-9]+$/ ? $2 : 0
+				all += c; perf = 1
+				if ($1 ~ /^amio-worker-[0-9]+$/) { w += c; hw = 1 }
+			}
+			/ total$/ { split($0, f, " "); printf "%s\t%.2f\t-\n", k, f[4] / n }
+			END {
+				if (perf)
+					printf "%s\t%.2f\t%s\n", k, all / n, hw ? sprintf("%.3f", w / n) : "-"
+			}' "$TMP/perf" >>"$TMP/sys"
 		return 0
 	fi
 	cpu_us=$(awk -v t=$((c1 - c0)) -v hz="$HZ" -v n="$total" \
@@ -268,7 +285,7 @@ mkdir -p "$OUT_DIR"
 	fi
 	echo "CPU us/req: server utime+stime (all threads) over the whole client run / requests completed."
 	if [ "$PERF" = perf ]; then
-		echo "Syscalls/req: perf stat -e raw_syscalls:sys_enter on the server process, in one extra untimed pass (the tracepoint slows every syscall)."
+		echo "Syscalls/req: perf stat -e raw_syscalls:sys_enter on the server process, in one extra untimed pass (the tracepoint slows every syscall). Worker syscalls/req: the same count for the server's thread named amio-worker alone (perf stat --per-thread; amio-completion-inbox's worker; - for servers without one)."
 	elif [ "$PERF" = strace ]; then
 		echo "Syscalls/req: strace -c -f on the server process (perf not available), in one extra untimed pass."
 	else
@@ -297,7 +314,7 @@ mkdir -p "$OUT_DIR"
 	function ratio(x, y) { return y > 0 ? sprintf("%.2f", x / y) : "-" }
 	function verdict(ok) { return ok ? "**met**" : "**missed**" }
 	function ran(s) { return (s in IN) }
-	FILENAME ~ /sys$/ { sys[$1, $2] = $3; next }
+	FILENAME ~ /sys$/ { sys[$1, $2] = $3; wsys[$1, $2] = $4; next }
 	FILENAME ~ /backends$/ { backend[$1] = $2; next }
 	FILENAME ~ /base$/ {
 		k = $1 SUBSEP $2
@@ -315,7 +332,7 @@ mkdir -p "$OUT_DIR"
 		MR = (k in rps) ? median(rps[k]) : 0
 		MC = (k in cpu) ? median(cpu[k]) : 0
 	}
-	function row_tables(   r, s, k, m, lo, hi, sy, note, c, row, desc, be, bu, ce, cu) {
+	function row_tables(   r, s, k, m, lo, hi, sy, wsy, note, c, row, desc, be, bu, ce, cu) {
 		for (r = 1; r <= NRW; r++) {
 			row = R[r]
 			desc = row == "latency" ? "1 conn x 64 B x depth 1" : \
@@ -323,8 +340,8 @@ mkdir -p "$OUT_DIR"
 			       row == "saturation" ? "64 conns x 64 B x depth 16" : \
 			       "1,000 conns x 1 KiB x depth 1"
 			printf "## %s (%s)\n\n", row, desc
-			print "| server | requests/s | p50 us | p99 us | p99.9 us | CPU us/req | syscalls/req | x epoll | x uring-poll | CPU x epoll | CPU x uring-poll | note |"
-			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+			print "| server | requests/s | p50 us | p99 us | p99.9 us | CPU us/req | syscalls/req | worker syscalls/req | x epoll | x uring-poll | CPU x epoll | CPU x uring-poll | note |"
+			print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 			med("epoll", row); be = MR; ce = MC
 			med("uring-poll", row); bu = MR; cu = MC
 			for (s = 1; s <= NS; s++) {
@@ -333,11 +350,12 @@ mkdir -p "$OUT_DIR"
 					continue
 				m = median(rps[k]); lo = MIN; hi = MAX
 				sy = k in sys ? sys[k] : "-"
+				wsy = k in wsys ? wsys[k] : "-"
 				note = median(ccpu[k]) >= 90 ? "*client-bound*" : ""
 				c = median(cpu[k])
-				printf "| %s | %.0f (%.0f-%.0f) | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s |\n", \
+				printf "| %s | %.0f (%.0f-%.0f) | %.1f | %.1f | %.1f | %.2f | %s | %s | %s | %s | %s | %s | %s |\n", \
 				       S[s], m, lo, hi, median(p50[k]), median(p99[k]), median(p999[k]), c, sy, \
-				       ratio(m, be), ratio(m, bu), ratio(c, ce), ratio(c, cu), note
+				       wsy, ratio(m, be), ratio(m, bu), ratio(c, ce), ratio(c, cu), note
 			}
 			print ""
 		}
@@ -371,12 +389,26 @@ mkdir -p "$OUT_DIR"
 		}
 		print "\nepoll x io_uring: > 1 is more requests/s (or more CPU per request) on epoll.\n"
 	}
-	# Per row, "ratio (row), ..." of server x over server y in requests/s
-	# (what "rps") or CPU/request ("cpu"); OK stays 1 while every printed
-	# ratio is within [lo, hi].
-	function row_ratios(x, y, what, lo, hi,   r, out, v) {
+	# Is row r one of the space-separated rows in only ("": all)?
+	function among(r, only) {
+		return only == "" || index(" " only " ", " " r " ") > 0
+	}
+	# Did server x run all the rows in only?
+	function rows_ran(x, only,   w, n, i) {
+		n = split(only, w, " ")
+		for (i = 1; i <= n; i++)
+			if (!((w[i] SUBSEP x) in rps))
+				return 0
+		return 1
+	}
+	# Per row (those in only, "" for all), "ratio (row), ..." of server x
+	# over server y in requests/s (what "rps") or CPU/request ("cpu"); OK
+	# stays 1 while every printed ratio is within [lo, hi].
+	function row_ratios(x, y, what, lo, hi, only,   r, out, v) {
 		out = ""
 		for (r = 1; r <= NRW; r++) {
+			if (!among(R[r], only))
+				continue
 			med(x, R[r]); v = MR
 			if (what == "cpu") v = MC
 			med(y, R[r])
@@ -386,6 +418,42 @@ mkdir -p "$OUT_DIR"
 			out = out (out == "" ? "" : ", ") v "x (" R[r] ")"
 		}
 		return out
+	}
+	# Per row (those in only), "value (row), ..." of the syscalls of server x
+	# per request in a (sys: the process; wsys: its amio-worker thread);
+	# OK stays 1 while every row is run, measured and at most max.
+	function row_sys(x, a, max, only,   r, out, k, v) {
+		out = ""
+		for (r = 1; r <= NRW; r++) {
+			if (!among(R[r], only))
+				continue
+			k = R[r] SUBSEP x
+			if (!(k in rps)) { OK = 0; continue }
+			v = (k in a) ? a[k] : "-"
+			if (v == "-" || v + 0 > max) OK = 0
+			out = out (out == "" ? "" : ", ") v " (" R[r] ")"
+		}
+		return out
+	}
+	# Completion I/O: amio-completion against raw liburing doing the same,
+	# amio-completion-inbox (a worker making no syscall) against epoll-amy.
+	function completion_targets(   c, y, yu, ok, r, w, tr) {
+		if (ran("amio-completion") && ran("uring-completion")) {
+			OK = 1; c = row_ratios("amio-completion", "uring-completion", "cpu", 0, 1.05)
+			y = row_sys("amio-completion", sys, 0.3)
+			ok = OK; yu = row_sys("uring-completion", sys, 1e9); OK = ok
+			printf "- amio-completion: CPU/request within 1.05x of uring-completion: %s; at most 0.3 syscalls/request: %s (uring-completion: %s): %s.\n", c, y, yu, verdict(OK)
+		} else
+			print "- amio-completion within 1.05x of uring-completion CPU/request, at most 0.3 syscalls/request: not run (needs amio-completion and uring-completion)."
+		tr = "throughput many-conns"
+		if (ran("amio-completion-inbox") && ran("epoll-amy") && rows_ran("amio-completion-inbox", tr) &&
+		    rows_ran("epoll-amy", tr)) {
+			OK = 1; r = row_ratios("amio-completion-inbox", "epoll-amy", "rps", 1.25, 1e9, tr)
+			c = row_ratios("amio-completion-inbox", "epoll-amy", "cpu", 0, 0.99, tr)
+			w = row_sys("amio-completion-inbox", wsys, 0.05, tr)
+			printf "- amio-completion-inbox against epoll-amy (throughput and many-conns rows): requests/s at least 1.25x: %s; CPU/request lower: %s; worker at most 0.05 syscalls/request: %s: %s.\n", r, c, w, verdict(OK)
+		} else
+			print "- amio-completion-inbox at least 1.25x epoll-amy requests/s with lower CPU/request, worker at most 0.05 syscalls/request: not run (needs amio-completion-inbox, epoll-amy and the throughput and many-conns rows)."
 	}
 	function targets(   s, u, out, r, c, k, line, rr, cc, nb, nf) {
 		print "## Targets (issue 12)\n"
@@ -441,6 +509,7 @@ mkdir -p "$OUT_DIR"
 		}
 		if (line != "")
 			printf "- amio, io_uring vs epoll, CPU/request on epoll x on io_uring (no target; table above)%s.\n", line
+		completion_targets()
 	}
 	END {
 		NRW = split(rows, R, " "); NS = split(order, S, " ")
