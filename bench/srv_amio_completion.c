@@ -24,7 +24,8 @@ static void *loop(void *arg)
 	lfd = srv_listen("srv_amio_completion", port);
 	if ((rc = amio_registrar_new(poller, 0, &r)) < 0)
 		srv_die("srv_amio_completion", "amio_registrar_new", rc);
-	cio_init(&cio, "srv_amio_completion", r, lfd);
+	/* TCP_NODELAY per connection, as srv_uring_completion does. */
+	cio_init(&cio, "srv_amio_completion", r, lfd, 0);
 	while (!atomic_load(&srv_stop)) {
 		/* Ops refused with -EAGAIN: this wait applies the queue; do
 		 * not sleep before they are retried. */

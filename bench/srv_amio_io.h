@@ -3,7 +3,8 @@
  * srv_amio_completion_inbox): echo through amio_accept, amio_recv into a pool
  * and amio_send of the received buffer itself, which goes back to the pool on
  * the send's DONE. The thread that runs it makes no socket call of its own
- * but setsockopt(TCP_NODELAY) and close(), once per connection.
+ * but close() and, unless the listener's TCP_NODELAY is inherited,
+ * setsockopt(TCP_NODELAY), once per connection.
  */
 #ifndef BENCH_SRV_AMIO_IO_H
 #define BENCH_SRV_AMIO_IO_H
@@ -43,6 +44,7 @@ struct cio_send {
 
 struct cio {
 	const char *who;
+	int nodelay_each; /* setsockopt(TCP_NODELAY) on each accepted fd */
 	amio_registrar *r;
 	amio_pool *pool;
 	struct cio_op *defer_head, **defer_tail;
@@ -51,14 +53,19 @@ struct cio {
 	struct cio_send sends[CIO_BUFS];
 };
 
-/* Start accepting on lfd through r, with a pool of r's. */
-static inline void cio_init(struct cio *s, const char *who, amio_registrar *r, int lfd)
+/* Start accepting on lfd through r, with a pool of r's. inherit: set
+ * TCP_NODELAY on lfd, which Linux copies into every accepted socket, instead
+ * of one setsockopt per connection on the consuming thread. */
+static inline void cio_init(struct cio *s, const char *who, amio_registrar *r, int lfd, int inherit)
 {
 	int64_t id;
-	int rc;
+	int rc, one = 1;
 
 	memset(s, 0, sizeof(*s));
 	s->who = who;
+	s->nodelay_each = !inherit;
+	if (inherit && setsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		srv_die(who, "setsockopt", errno);
 	s->r = r;
 	s->defer_tail = &s->defer_head;
 	for (int i = CIO_BUFS - 1; i >= 0; i--) {
@@ -169,7 +176,8 @@ static inline void cio_on_accept(struct cio *s, const amio_notification *n)
 		close(n->res);
 		return;
 	}
-	setsockopt(n->res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (s->nodelay_each)
+		setsockopt(n->res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = n->res;
 	c->recv_live = 1;
 	c->recv_id = 0;
