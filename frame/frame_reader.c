@@ -103,6 +103,32 @@ int amio_frame_reader_next(struct amio_frame_reader *fr, struct iovec *frame)
 	return 1;
 }
 
+ssize_t amio_frame_reader_missing(struct amio_frame_reader *fr)
+{
+	ssize_t need = frame_need(fr);
+
+	/* need is the front frame's total, and more than is buffered. */
+	return need <= 0 ? need : need - (ssize_t)amio__bytebuf_len(&fr->buf);
+}
+
+ssize_t amio_frame_parse(const void *buf, size_t len, size_t max_frame, struct iovec *frame)
+{
+	const unsigned char *p = buf;
+	uint32_t plen;
+
+	if (len < HDR)
+		return 0;
+	plen = load_be32(p);
+	if (plen > max_frame)
+		return -EMSGSIZE;
+	/* len - HDR, not HDR + plen: 4 + 2^32 - 1 must not wrap a 32-bit size_t. */
+	if (len - HDR < plen)
+		return 0;
+	frame->iov_base = (void *)(p + HDR);
+	frame->iov_len = plen;
+	return (ssize_t)HDR + (ssize_t)plen;
+}
+
 size_t amio_frame_reader_buffered(const struct amio_frame_reader *fr)
 {
 	return amio__bytebuf_len(&fr->buf);

@@ -49,6 +49,14 @@ static ssize_t send_iov(int fd, struct iovec *iov, int cnt)
 	}
 }
 
+ssize_t amio_frame_header_encode(void *hdr, size_t payload_len)
+{
+	if (payload_len > UINT32_MAX)
+		return -EMSGSIZE;
+	store_be32(hdr, (uint32_t)payload_len);
+	return HDR;
+}
+
 int amio_frame_writer_init(struct amio_frame_writer *fw, size_t max_queued)
 {
 	if (max_queued < HDR)

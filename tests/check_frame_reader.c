@@ -657,6 +657,187 @@ START_TEST(test_eof_on_an_empty_stream_is_returned_at_once)
 }
 END_TEST
 
+/* --- frames in caller memory: amio_frame_parse, amio_frame_reader_missing --- */
+
+/* The completion pattern: each received chunk is parsed in place while the
+ * reader is empty; a frame cut by the chunk's end goes into the reader, fed
+ * exactly what it is missing, and the rest of the next chunk is parsed in
+ * place again. Every frame must come out once, in order, and every frame
+ * parsed in place must point into the chunk (no copy). */
+static size_t in_place_pieces(const struct fu_stream *st, size_t max, const size_t *cuts,
+                              size_t ncuts, size_t *copied)
+{
+	struct amio_frame_reader fr;
+	size_t k = 0, start = 0;
+
+	ck_assert_int_eq(amio_frame_reader_init(&fr, max), 0);
+	for (size_t c = 0; c <= ncuts; c++) {
+		size_t end = c < ncuts ? cuts[c] : st->len, off = start;
+		const unsigned char *chunk = st->bytes + start;
+		struct iovec f;
+		ssize_t n;
+
+		while (off < end) {
+			if (amio_frame_reader_buffered(&fr) > 0) {
+				ssize_t miss = amio_frame_reader_missing(&fr);
+				size_t take;
+
+				FU_CHECK(miss > 0, "missing() %zd with a partial frame buffered",
+				         miss);
+				take = (size_t)miss < end - off ? (size_t)miss : end - off;
+				n = amio_frame_reader_feed(&fr, st->bytes + off, take);
+				FU_CHECK(n == (ssize_t)take, "feed took %zd of %zu", n, take);
+				off += take;
+				if (amio_frame_reader_missing(&fr) == 0) {
+					FU_CHECK(amio_frame_reader_next(&fr, &f) == 1, "no frame");
+					fu_assert_bytes(f.iov_base, f.iov_len,
+					                st->bytes + st->off[k], st->size[k],
+					                "frame", k);
+					FU_CHECK(amio_frame_reader_buffered(&fr) == 0,
+					         "bytes past the frame were fed");
+					k++;
+					(*copied)++;
+				}
+				continue;
+			}
+			n = amio_frame_parse(st->bytes + off, end - off, max, &f);
+			FU_CHECK(n >= 0, "parse() %zd", n);
+			if (n == 0) { /* a frame cut by the chunk's end: to the reader */
+				FU_CHECK(amio_frame_reader_missing(&fr) == FU_HDR, "empty reader");
+				n = amio_frame_reader_feed(&fr, st->bytes + off, end - off);
+				FU_CHECK(n == (ssize_t)(end - off), "feed of a tail");
+				off = end;
+				continue;
+			}
+			FU_CHECK((unsigned char *)f.iov_base >= chunk &&
+			             (unsigned char *)f.iov_base + f.iov_len <= st->bytes + end,
+			         "frame %zu not in its chunk", k);
+			fu_assert_bytes(f.iov_base, f.iov_len, st->bytes + st->off[k], st->size[k],
+			                "frame", k);
+			FU_CHECK((size_t)n == FU_HDR + st->size[k], "parse() took %zd", n);
+			off += (size_t)n;
+			k++;
+		}
+		start = end;
+	}
+	FU_CHECK(amio_frame_reader_buffered(&fr) == 0, "bytes left in the reader");
+	amio_frame_reader_destroy(&fr);
+	return k;
+}
+
+START_TEST(test_parse_in_place_and_feeding_what_is_missing_yield_every_frame_at_every_split)
+{
+	uint64_t rng = fu_seed(__func__);
+	struct fu_stream st;
+	size_t cuts[2], copied = 0;
+
+	fu_stream_make(&st, 12, 9, &rng);
+	for (size_t a = 0; a <= st.len; a++)
+		for (size_t b = a; b <= st.len; b++) {
+			cuts[0] = a;
+			cuts[1] = b;
+			FU_CHECK(in_place_pieces(&st, 9, cuts, 2, &copied) == st.n, "frames lost");
+		}
+	ck_assert_uint_gt(copied, 0); /* some splits did cut frames */
+	fu_stream_free(&st);
+}
+END_TEST
+
+START_TEST(test_parse_in_place_one_byte_chunks_copies_every_frame_and_loses_none)
+{
+	uint64_t rng = fu_seed(__func__);
+	struct fu_stream st;
+	size_t *cuts, copied = 0;
+
+	fu_stream_make(&st, 50, 300, &rng);
+	cuts = malloc(st.len * sizeof(*cuts));
+	ck_assert_ptr_nonnull(cuts);
+	for (size_t i = 0; i < st.len; i++)
+		cuts[i] = i + 1;
+	ck_assert_uint_eq(in_place_pieces(&st, 300, cuts, st.len, &copied), st.n);
+	free(cuts);
+	fu_stream_free(&st);
+}
+END_TEST
+
+START_TEST(test_missing_counts_down_byte_by_byte_to_a_complete_frame)
+{
+	unsigned char b[FU_HDR + 5];
+	struct amio_frame_reader fr;
+	struct iovec f;
+
+	fu_put_be32(b, 5);
+	memcpy(b + FU_HDR, "hello", 5);
+	ck_assert_int_eq(amio_frame_reader_init(&fr, 16), 0);
+	for (size_t i = 0; i < sizeof(b); i++) {
+		/* The header first, then the payload it announced. */
+		ck_assert_int_eq(amio_frame_reader_missing(&fr),
+		                 (ssize_t)(i < FU_HDR ? FU_HDR - i : sizeof(b) - i));
+		ck_assert_int_eq(amio_frame_reader_feed(&fr, b + i, 1), 1);
+	}
+	ck_assert_int_eq(amio_frame_reader_missing(&fr), 0);
+	ck_assert_int_eq(amio_frame_reader_next(&fr, &f), 1);
+	fu_assert_bytes(f.iov_base, f.iov_len, "hello", 5, "frame", 0);
+	ck_assert_int_eq(amio_frame_reader_missing(&fr), FU_HDR);
+	/* A header over max_frame: sticky, as for next(). */
+	fu_put_be32(b, 17);
+	ck_assert_int_eq(amio_frame_reader_feed(&fr, b, FU_HDR), FU_HDR);
+	ck_assert_int_eq(amio_frame_reader_missing(&fr), -EMSGSIZE);
+	ck_assert_int_eq(amio_frame_reader_next(&fr, &f), -EMSGSIZE);
+	ck_assert_int_eq(amio_frame_reader_missing(&fr), -EMSGSIZE);
+	amio_frame_reader_destroy(&fr);
+}
+END_TEST
+
+START_TEST(test_parse_needs_the_whole_frame_and_refuses_a_header_over_max_frame)
+{
+	unsigned char b[FU_HDR + 3] = {0};
+	struct iovec f = {.iov_base = b, .iov_len = 99};
+
+	fu_put_be32(b, 3);
+	memcpy(b + FU_HDR, "abc", 3);
+	for (size_t len = 0; len < sizeof(b); len++) {
+		ck_assert_int_eq(amio_frame_parse(b, len, 3, &f), 0);
+		ck_assert_ptr_eq(f.iov_base, b); /* left alone */
+		ck_assert_uint_eq(f.iov_len, 99);
+	}
+	ck_assert_int_eq(amio_frame_parse(b, sizeof(b), 3, &f), (ssize_t)sizeof(b));
+	ck_assert_ptr_eq(f.iov_base, b + FU_HDR);
+	ck_assert_uint_eq(f.iov_len, 3);
+	ck_assert_int_eq(amio_frame_parse(b, sizeof(b), 2, &f), -EMSGSIZE);
+	ck_assert_int_eq(amio_frame_parse(b, 2, 2, &f), 0); /* not known yet */
+	/* A header near 4 GiB with max UINT32_MAX: incomplete, not wrapped. */
+	fu_put_be32(b, UINT32_MAX);
+	ck_assert_int_eq(amio_frame_parse(b, sizeof(b), UINT32_MAX, &f), 0);
+	ck_assert_int_eq(amio_frame_parse(NULL, 0, 3, &f), 0);
+}
+END_TEST
+
+START_TEST(test_parse_of_frames_ending_at_a_guard_page_reads_nothing_past_len)
+{
+	size_t map_len;
+	unsigned char *guard = fu_guard_alloc(&map_len), *p;
+	unsigned char frame[FU_HDR + 7];
+	struct iovec f;
+
+	fu_put_be32(frame, 7);
+	memcpy(frame + FU_HDR, "guarded", 7);
+	/* Every prefix of the frame, placed so that it ends at the guard. */
+	for (size_t len = 0; len <= sizeof(frame); len++) {
+		p = guard - len;
+		memcpy(p, frame, len);
+		ck_assert_int_eq(amio_frame_parse(p, len, 1u << 20, &f),
+		                 len == sizeof(frame) ? (ssize_t)sizeof(frame) : 0);
+	}
+	fu_assert_bytes(f.iov_base, f.iov_len, "guarded", 7, "frame", 0);
+	p = guard - FU_HDR;
+	fu_put_be32(p, 0);
+	ck_assert_int_eq(amio_frame_parse(p, FU_HDR, 0, &f), FU_HDR);
+	ck_assert_uint_eq(f.iov_len, 0);
+	munmap(guard - map_len / 2, map_len);
+}
+END_TEST
+
 static Suite *frame_reader_suite(void)
 {
 	Suite *s = suite_create("frame_reader");
@@ -700,6 +881,14 @@ static Suite *frame_reader_suite(void)
 	tcase_add_test(tc, test_eof_in_the_middle_of_a_frame_gives_eproto);
 	tcase_add_test(tc, test_eof_on_an_empty_stream_is_returned_at_once);
 	tcase_add_test(tc, test_a_header_near_4_gib_is_an_incomplete_frame_not_a_wrapped_one);
+
+	tc = fu_tcase(s, "in_place", 60);
+	tcase_add_test(
+	    tc, test_parse_in_place_and_feeding_what_is_missing_yield_every_frame_at_every_split);
+	tcase_add_test(tc, test_parse_in_place_one_byte_chunks_copies_every_frame_and_loses_none);
+	tcase_add_test(tc, test_missing_counts_down_byte_by_byte_to_a_complete_frame);
+	tcase_add_test(tc, test_parse_needs_the_whole_frame_and_refuses_a_header_over_max_frame);
+	tcase_add_test(tc, test_parse_of_frames_ending_at_a_guard_page_reads_nothing_past_len);
 	return s;
 }
 

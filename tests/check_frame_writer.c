@@ -808,10 +808,44 @@ START_TEST(test_raw_writes_after_the_peer_closed_return_epipe_without_sigpipe)
 }
 END_TEST
 
+/* --- amio_frame_header_encode ---------------------------------------------- */
+
+START_TEST(test_header_encode_writes_the_big_endian_length_a_reader_parses_back)
+{
+	const size_t lens[] = {0, 1, 255, 256, 65536, 0x01020304u, UINT32_MAX};
+	unsigned char hdr[AMIO_FRAME_HEADER_BYTES + 1];
+	const unsigned char want[4] = {1, 2, 3, 4};
+
+	ck_assert_uint_eq(AMIO_FRAME_HEADER_BYTES, FU_HDR);
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		struct amio_frame_reader fr;
+
+		memset(hdr, 0xee, sizeof(hdr));
+		ck_assert_int_eq(amio_frame_header_encode(hdr, lens[i]), AMIO_FRAME_HEADER_BYTES);
+		ck_assert_uint_eq(hdr[AMIO_FRAME_HEADER_BYTES], 0xee); /* 4 bytes, no more */
+		ck_assert_int_eq(amio_frame_reader_init(&fr, UINT32_MAX), 0);
+		ck_assert_int_eq(amio_frame_reader_feed(&fr, hdr, FU_HDR), FU_HDR);
+		/* What the reader still wants is exactly the announced payload. */
+		ck_assert_int_eq(amio_frame_reader_missing(&fr), (ssize_t)lens[i]);
+		amio_frame_reader_destroy(&fr);
+	}
+	ck_assert_int_eq(amio_frame_header_encode(hdr, 0x01020304u), FU_HDR);
+	ck_assert(memcmp(hdr, want, 4) == 0);
+#if SIZE_MAX > UINT32_MAX
+	memset(hdr, 0xee, sizeof(hdr));
+	ck_assert_int_eq(amio_frame_header_encode(hdr, (size_t)UINT32_MAX + 1), -EMSGSIZE);
+	ck_assert_uint_eq(hdr[0], 0xee); /* left alone */
+#endif
+}
+END_TEST
+
 static Suite *frame_writer_suite(void)
 {
 	Suite *s = suite_create("frame_writer");
 	TCase *tc;
+
+	tc = fu_tcase(s, "header_encode", 10);
+	tcase_add_test(tc, test_header_encode_writes_the_big_endian_length_a_reader_parses_back);
 
 	tc = fu_tcase(s, "partial_writes", 10);
 	tcase_add_test(tc, test_flushing_an_empty_writer_returns_0_queued);

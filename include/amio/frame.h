@@ -162,6 +162,20 @@ AMIO_API ssize_t amio_frame_reader_feed(struct amio_frame_reader *fr, const void
 AMIO_API int amio_frame_reader_next(struct amio_frame_reader *fr, struct iovec *frame);
 
 /*
+ * Bytes fr still needs before amio_frame_reader_next() can hand out a frame:
+ * 4 - buffered while the header is incomplete (4 when fr is empty), then
+ * what the announced payload still lacks; 0 when a complete frame is
+ * buffered. A caller that feeds completion buffers can feed exactly this
+ * many bytes, so that the frames after it can be parsed in place with
+ * amio_frame_parse() instead of being copied into fr.
+ * Returns: bytes (0: next() returns a frame), or
+ *   -EMSGSIZE  the buffered header announces more than max_frame (sticky,
+ *              as for next()).
+ * Thread: one thread at a time.
+ */
+AMIO_API ssize_t amio_frame_reader_missing(struct amio_frame_reader *fr);
+
+/*
  * Bytes buffered in fr and not yet handed out (headers included). After the
  * caller's own end of stream, non-zero means the last frame was truncated.
  * Thread: one thread at a time.
@@ -187,6 +201,39 @@ AMIO_API size_t amio_frame_reader_capacity(const struct amio_frame_reader *fr);
  * Thread: one thread at a time.
  */
 AMIO_API int amio_frame_reader_drained(const struct amio_frame_reader *fr);
+
+/* ------------------------------------------------------------------------
+ * Frames in caller memory (completion I/O: no reader, no writer, no copy)
+ * ------------------------------------------------------------------------ */
+
+/* Bytes of a frame header: the 4-byte big-endian payload length. */
+#define AMIO_FRAME_HEADER_BYTES 4u
+
+/*
+ * Finds the frame that starts buf, in place: for bytes a completion (an
+ * AMIO_RECV buffer) put in memory the caller owns, so a frame lying wholly
+ * in them needs no copy. Reads at most len bytes of buf.
+ * Returns: the bytes the frame takes, header included (4 + payload), and
+ * sets frame to its payload inside buf (iov_len may be 0); 0 when buf does
+ * not hold a whole frame yet (need more bytes: not an error; frame is left
+ * alone); or
+ *   -EMSGSIZE  the header announces more than max_frame bytes.
+ * Ownership: buf is borrowed; frame->iov_base points into it.
+ * Thread: any thread (no state).
+ */
+AMIO_API ssize_t amio_frame_parse(const void *buf, size_t len, size_t max_frame,
+                                  struct iovec *frame);
+
+/*
+ * Writes the header of a frame of payload_len bytes into hdr, to send it
+ * with the payload as two pieces (an amio_sendv() iovec pair) instead of
+ * copying the payload behind it.
+ * Returns: AMIO_FRAME_HEADER_BYTES (4), or
+ *   -EMSGSIZE  payload_len exceeds UINT32_MAX (hdr is left alone).
+ * Ownership: hdr is borrowed, AMIO_FRAME_HEADER_BYTES bytes.
+ * Thread: any thread (no state).
+ */
+AMIO_API ssize_t amio_frame_header_encode(void *hdr, size_t payload_len);
 
 /* ------------------------------------------------------------------------
  * Frame writer
