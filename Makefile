@@ -1,6 +1,6 @@
 # Thin front end over CMake presets. `make demo` and `make test` are the two
 # commands a new user runs; both install missing Debian packages first.
-DEPS      := cmake gcc pkg-config liburing-dev libck-dev check libseccomp-dev python3 groff-base binutils dpkg-dev file
+DEPS      := cmake gcc pkg-config liburing-dev libck-dev check libseccomp-dev python3 groff-base binutils dpkg-dev file linux-perf
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
@@ -19,9 +19,12 @@ release: deps
 	@cmake --preset release >/dev/null
 	@cmake --build --preset release -j $(JOBS)
 
+# The completion echo server also counts its syscalls per thread (perf, from
+# linux-perf; strace where perf cannot): its workers should make none.
 demo: release
 	@sh scripts/demo.sh build/release
 	@sh scripts/frame_demo.sh build/release
+	@SYSCALLS=1 sh scripts/demo.sh build/release 5 64 0 completion_echo_server
 
 # Echo servers side by side (bench/run.sh): amio, raw liburing, epoll and the
 # peer libraries, quick matrix; the table goes to bench/results/echo-<date>.md.
