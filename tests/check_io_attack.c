@@ -1487,6 +1487,88 @@ START_TEST(freeing_the_poller_with_operations_in_flight)
 }
 END_TEST
 
+/* A deadline on a send the peer never reads: DONE -ETIME, not early; the
+ * sends queued behind it on the socket each end with exactly one DONE. */
+START_TEST(a_deadline_ends_a_blocked_send_and_those_behind_it_end_too)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	size_t len = 32 << 20;
+	unsigned char *buf = calloc(1, len);
+	struct op a = {0}, b = {0}, c = {0}, *ops[3] = {&a, &b, &c};
+	struct iovec v[2] = {{buf, 10}, {buf, 20}};
+	int fds[2];
+	int64_t t0;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	t_tcp_pair(fds);
+	a.id = (uint64_t)amio_send(r, fds[1], buf, len, 0, &a);
+	b.id = (uint64_t)amio_send(r, fds[1], buf, 100, 0, &b);
+	c.id = (uint64_t)amio_sendv(r, fds[1], v, 2, AMIO_SEND_ZC, &c);
+	t0 = t_now_ms();
+	ck_assert_int_eq(amio_set_deadline(r, a.id, 80), 0);
+	pump(p, ops, 1, 3000);
+	ck_assert_int_ge(t_now_ms() - t0, 79);
+	ck_assert_int_eq(a.done_res, -ETIME);
+	if (!b.done)
+		ck_assert_int_eq(amio_set_deadline(r, b.id, 0), 0);
+	if (!c.done)
+		ck_assert_int_eq(amio_cancel(r, c.id), 0);
+	pump(p, ops, 3, 3000);
+	ck_assert_msg(b.done_res == 100 || b.done_res == -ETIME, "res %d", b.done_res);
+	ck_assert_msg(c.done_res == 30 || c.done_res == -ECANCELED, "res %d", c.done_res);
+	idle(p, 30);
+	ck_assert_int_eq(a.notes + b.notes + c.notes, 3);
+	close(fds[0]);
+	close(fds[1]);
+	free(buf);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
+/* A zero-copy send the peer never reads, given a deadline (or cancelled):
+ * its DONE -ETIME (-ECANCELED) must come. The fd must stay open until DONE,
+ * so if the DONE waits for the kernel to let go of pages a stalled peer
+ * pins, the caller can neither close nor get out. */
+START_TEST(a_deadline_ends_a_blocked_zero_copy_send)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	size_t len = 32 << 20;
+	unsigned char *buf = calloc(1, len);
+	struct op a = {0}, *ops[1] = {&a};
+	int fds[2];
+	int64_t t0;
+	bool in_time;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	t_tcp_pair(fds);
+	a.id = (uint64_t)amio_send(r, fds[1], buf, len, AMIO_SEND_ZC, &a);
+	idle(p, 50);
+	t0 = t_now_ms();
+	if (_i)
+		ck_assert_int_eq(amio_cancel(r, a.id), 0);
+	else
+		ck_assert_int_eq(amio_set_deadline(r, a.id, 50), 0);
+	while (!a.done && t_now_ms() - t0 < 2000)
+		idle(p, 10);
+	in_time = a.done;
+	if (!in_time) { /* let the pages go: the peer leaves */
+		close(fds[0]);
+		pump(p, ops, 1, 5000);
+	}
+	ck_assert_msg(in_time, "no DONE 2 s after the %s (came once the peer closed: res %d)",
+	              _i ? "cancel" : "deadline", a.done_res);
+	ck_assert_int_eq(a.done_res, _i ? -ECANCELED : -ETIME);
+	close(fds[0]);
+	close(fds[1]);
+	free(buf);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 /* ATTACK_ONLY=substring runs only the tests whose name contains it. */
 static bool wanted(const char *name)
 {
@@ -1607,6 +1689,8 @@ static Suite *suite(void)
 	ADD_LOOP(echo_through_tiny_queues_and_pools, 0, 4);
 	ADD_LOOP(many_recvs_through_tiny_rings_and_cap_one, 0, 2);
 	ADD_LOOP(cancel_of_an_accept_that_held_connections_brings_its_done, 0, 2);
+	ADD(a_deadline_ends_a_blocked_send_and_those_behind_it_end_too);
+	ADD_LOOP(a_deadline_ends_a_blocked_zero_copy_send, 0, 2);
 	ADD(freeing_an_inbox_registrar_with_held_work);
 	ADD(freeing_the_poller_with_operations_in_flight);
 	ADD(freeing_the_poller_closes_accepted_connections_not_handed_out);
