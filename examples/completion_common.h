@@ -64,6 +64,7 @@ struct cc_acceptor {
 	amio_poller *p;
 	int lfd;
 	int nworkers;
+	int sndbuf; /* SO_SNDBUF of accepted sockets, bytes; 0 = the kernel's */
 	amio_channel *ch[CC_MAX_WORKERS]; /* each worker's inbox of new fds */
 	atomic_int stop;                  /* 1: stop accepting; 2: leave amio_poller_run */
 	sem_t accept_done;                /* posted at the accept's DONE */
@@ -78,6 +79,8 @@ static void cc_deal(struct cc_acceptor *a, int fd, int *next)
 	int one = 1;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* best effort */
+	if (a->sndbuf) /* small: sends come up short, amio finishes them */
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &a->sndbuf, sizeof(a->sndbuf));
 	for (int k = 0; k < a->nworkers; k++) {
 		int i = (*next + k) % a->nworkers;
 

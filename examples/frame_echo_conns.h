@@ -2,7 +2,8 @@
  * frame_echo_conns.h: frame_echo_server's connection bookkeeping. Which
  * connections does a worker own, which structs can the next accept reuse,
  * and why was each connection closed? One worker thread owns a struct conns;
- * nothing here is shared between threads.
+ * nothing here is shared between threads. completion_frame_echo_server uses
+ * the counters, the stats line and the idle clock, with connections of its own.
  */
 #ifndef FRAME_ECHO_CONNS_H
 #define FRAME_ECHO_CONNS_H
@@ -152,11 +153,11 @@ static inline void conns_add(struct conns *sum, const struct conns *b)
 }
 
 /* One line of key=value pairs for scripts and tests:
- * "frame_echo_server: stats accepted=N frames=N eof=N idle=N error=N ..." */
-static inline void conns_print_stats(const struct conns *s)
+ * "<prog>: stats accepted=N frames=N eof=N idle=N error=N ..." */
+static inline void conns_print_stats(const char *prog, const struct conns *s)
 {
-	printf("frame_echo_server: stats accepted=%llu frames=%llu",
-	       (unsigned long long)s->accepted, (unsigned long long)s->frames);
+	printf("%s: stats accepted=%llu frames=%llu", prog, (unsigned long long)s->accepted,
+	       (unsigned long long)s->frames);
 	for (int k = 0; k < CLOSE_NREASONS; k++)
 		printf(" %s=%llu", conns_reason_name[k], (unsigned long long)s->closes[k]);
 	printf("\n");

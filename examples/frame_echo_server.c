@@ -288,7 +288,7 @@ static void print_stats(int sig, struct worker *w, int nworkers, const struct am
 	       enter, U(st->enters), U(st->sqes), U(st->cqes), U(st->wakeups_sent),
 	       U(st->wakeups_received), U(st->rearms),
 	       sum.frames ? 1000.0 * (double)st->enters / (double)sum.frames : 0.0, enter);
-	conns_print_stats(&sum);
+	conns_print_stats("frame_echo_server", &sum);
 }
 
 int main(int argc, char **argv)
