@@ -2,7 +2,9 @@
  * headers, slowloris, resets mid-frame, half-closes) while good clients run:
  * every good reply arrives, the bad connections are closed for the right
  * reason, RSS stays bounded and the server exits cleanly. Then AMIO_HUP for
- * half-closed and reset peers, in Amy mode. */
+ * half-closed and reset peers, in Amy mode.
+ * AMIO_FRAME_ECHO_SERVER=path attacks another server with frame_echo_server's
+ * options (-p -w -f -i) and "<name>: stats" line: completion_frame_echo_server. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -41,6 +43,13 @@ struct server {
 	uint16_t port;
 };
 
+static const char *server_path(void)
+{
+	const char *path = getenv("AMIO_FRAME_ECHO_SERVER");
+
+	return path && path[0] ? path : FRAME_ECHO_SERVER;
+}
+
 static void server_start(struct server *s)
 {
 	char line[256];
@@ -56,8 +65,8 @@ static void server_start(struct server *s)
 		dup2(pfd[1], STDOUT_FILENO);
 		close(pfd[0]);
 		close(pfd[1]);
-		execl(FRAME_ECHO_SERVER, "frame_echo_server", "-p", "0", "-w", "2", "-f",
-		      STR(MAX_FRAME), "-i", STR(IDLE_MS), (char *)NULL);
+		execl(server_path(), server_path(), "-p", "0", "-w", "2", "-f", STR(MAX_FRAME),
+		      "-i", STR(IDLE_MS), (char *)NULL);
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -77,7 +86,7 @@ static bool server_alive(const struct server *s)
 	return waitpid(s->pid, &status, WNOHANG) == 0;
 }
 
-#define STATS "frame_echo_server: stats "
+#define STATS ": stats " /* after the server's name */
 
 /* SIGINT, then its "stats" line; *status: the wait status. */
 static void server_stop(struct server *s, char *stats, size_t cap, int *status)
@@ -87,9 +96,12 @@ static void server_stop(struct server *s, char *stats, size_t cap, int *status)
 
 	stats[0] = '\0';
 	ck_assert_int_eq(kill(s->pid, SIGINT), 0);
-	while (fgets(line, sizeof(line), s->out))
-		if (strncmp(line, STATS, strlen(STATS)) == 0)
-			snprintf(stats, cap, "%s", line + strlen(STATS));
+	while (fgets(line, sizeof(line), s->out)) {
+		const char *at = strstr(line, STATS);
+
+		if (at)
+			snprintf(stats, cap, "%s", at + strlen(STATS));
+	}
 	fclose(s->out);
 	s->out = NULL;
 	end = t_now_ms() + 20000;
