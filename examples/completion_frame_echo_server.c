@@ -45,6 +45,19 @@ struct rbuf {
 	uint32_t refs;
 };
 
+/* A copy of a frame cut across buffers, owned by its send. Blocks come in
+ * power-of-two classes from 4 KiB and are kept for reuse (COPY_KEEP per
+ * class), so steady state allocates nothing (a malloc/free per frame would
+ * also sit in ASan's quarantine by the hundred MiB). */
+#define COPY_MIN_SHIFT 12
+#define COPY_CLASSES   19 /* up to 1 GiB, the largest -f */
+#define COPY_KEEP      16
+struct copy {
+	struct copy *next; /* the worker's spares of its class */
+	unsigned cls;
+	unsigned char data[];
+};
+
 struct fconn {
 	struct fconn *prev, *next; /* the worker's connections */
 	int fd;
@@ -64,6 +77,8 @@ struct worker {
 	struct conns stats; /* counters and the idle clock; its lists are unused */
 	struct fconn *conns;
 	struct rbuf *free_rbufs;
+	struct copy *copies[COPY_CLASSES]; /* spares */
+	unsigned ncopies[COPY_CLASSES];
 	amio_registrar *r;
 	amio_pool *pool;
 	amio_channel *ch;
@@ -86,6 +101,33 @@ static void rbuf_unref(struct worker *w, struct rbuf *b)
 	amio_pool_put(w->pool, b->buf);
 	b->next = w->free_rbufs;
 	w->free_rbufs = b;
+}
+
+static struct copy *copy_get(struct worker *w, size_t len)
+{
+	unsigned cls = 0;
+	struct copy *b;
+
+	while (((size_t)1 << (COPY_MIN_SHIFT + cls)) < len)
+		cls++;
+	if ((b = w->copies[cls])) {
+		w->copies[cls] = b->next;
+		w->ncopies[cls]--;
+	} else if ((b = malloc(sizeof(*b) + ((size_t)1 << (COPY_MIN_SHIFT + cls))))) {
+		b->cls = cls;
+	}
+	return b;
+}
+
+static void copy_put(struct worker *w, struct copy *b)
+{
+	if (b && w->ncopies[b->cls] < COPY_KEEP) {
+		b->next = w->copies[b->cls];
+		w->copies[b->cls] = b;
+		w->ncopies[b->cls]++;
+	} else {
+		free(b);
+	}
 }
 
 static void conn_recv(struct worker *w, struct fconn *c)
@@ -180,9 +222,9 @@ static void conn_new(struct worker *w, int fd)
 }
 
 /* Echoes frame f: its payload is read in place from b (a pool buffer, which
- * gains a reference) or from copy (a heap block the send owns). */
+ * gains a reference) or from copy (a block the send owns). */
 static int echo(struct worker *w, struct fconn *c, const struct iovec *f, struct rbuf *b,
-                void *copy)
+                struct copy *copy)
 {
 	struct cc_send *s = cc_send_get(&w->sends, c);
 	struct iovec iov[2];
@@ -192,7 +234,7 @@ static int echo(struct worker *w, struct fconn *c, const struct iovec *f, struct
 		return -ENOMEM;
 	amio_frame_header_encode(s->hdr, f->iov_len); /* <= max_frame: no -EMSGSIZE */
 	iov[0] = (struct iovec){s->hdr, AMIO_FRAME_HEADER_BYTES};
-	iov[1] = (struct iovec){copy ? copy : f->iov_base, f->iov_len};
+	iov[1] = (struct iovec){copy ? copy->data : f->iov_base, f->iov_len};
 	CC_RETRY(w->r, id, amio_sendv(w->r, c->fd, iov, f->iov_len ? 2 : 1, 0, s));
 	if (id < 0)
 		cc_die("amio_sendv", (int)id);
@@ -245,14 +287,14 @@ static int conn_parse(struct worker *w, struct fconn *c)
 			return n < 0 ? (int)n : -ENOMEM;
 		b->off += (uint32_t)n;
 		if (amio_frame_reader_next(&c->fr, &f) == 1) {
-			void *copy = f.iov_len ? malloc(f.iov_len) : NULL;
+			struct copy *copy = f.iov_len ? copy_get(w, f.iov_len) : NULL;
 
 			if (f.iov_len && !copy)
 				return -ENOMEM;
 			if (copy)
-				memcpy(copy, f.iov_base, f.iov_len);
+				memcpy(copy->data, f.iov_base, f.iov_len);
 			if (echo(w, c, &f, NULL, copy) < 0) {
-				free(copy);
+				copy_put(w, copy);
 				return -ENOMEM;
 			}
 		} else if ((miss = amio_frame_reader_missing(&c->fr)) < 0) {
@@ -316,7 +358,7 @@ static void on_send_done(struct worker *w, const amio_notification *n)
 
 	if (s->buf)
 		rbuf_unref(w, s->buf);
-	free(s->copy);
+	copy_put(w, s->copy);
 	cc_send_put(&w->sends, s);
 	c->sends--;
 	if (n->res < 0) /* -EPIPE, -ECONNRESET, -ECANCELED: how much went out is unknown */
@@ -397,6 +439,14 @@ static void *worker_main(void *arg)
 		}
 	}
 	cc_sends_free(&w->sends);
+	for (int k = 0; k < COPY_CLASSES; k++) {
+		while (w->copies[k]) {
+			struct copy *b = w->copies[k];
+
+			w->copies[k] = b->next;
+			free(b);
+		}
+	}
 	while (w->free_rbufs) {
 		struct rbuf *b = w->free_rbufs;
 
@@ -472,8 +522,9 @@ int main(int argc, char **argv)
 	for (int i = 0; i < nworkers; i++) {
 		while (sem_wait(&ready) < 0)
 			;
-		a.ch[i] = w[i].ch;
 	}
+	for (int i = 0; i < nworkers; i++) /* every worker has posted: each channel exists */
+		a.ch[i] = w[i].ch;
 	if ((rc = pthread_create(&poll_thread, NULL, cc_poll_main, &a)) != 0)
 		cc_die("pthread_create", -rc);
 	printf("%s: listening on 127.0.0.1:%u with %d workers, frames <= %zu B, idle timeout "
