@@ -533,8 +533,12 @@ AMIO_API void amio_channel_free(amio_channel *ch);
 enum {
 	/* Zero-copy (IORING_OP_SEND_ZC, 6.0) where the kernel has it: the
 	 * pages are sent in place, and DONE comes only after the kernel's
-	 * notification CQE says it no longer reads them. A plain send on
-	 * epoll and on kernels without it. Worth it from about 10 KiB. */
+	 * notification CQE says it no longer reads them: not before the peer
+	 * acknowledged the bytes, cancel or deadline notwithstanding. Against
+	 * a peer that stops reading, abort the connection to get the DONE:
+	 * connect(fd, &(struct sockaddr){.sa_family = AF_UNSPEC}, ...) drops
+	 * the unsent data and frees the pages (shutdown() does not). A plain
+	 * send on epoll and on kernels without it. Worth it from about 10 KiB. */
 	AMIO_SEND_ZC = 1u << 0,
 };
 

@@ -108,8 +108,13 @@ int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	int rc = 0;
 
 	if (io->type != AMIO__IO_SEND) {
-		/* Readiness present now is reported by the next epoll_wait. */
+		/* Readiness present now is reported by the next epoll_wait. A
+		 * recv also makes one call at the next reap, as io_uring's
+		 * does at submit: a socket that can never be readable (a
+		 * listener, unconnected) ends it with the same -errno. */
 		rc = watch(p, e, slot, EPOLLIN | EPOLLRDHUP | EPOLLET);
+		if (rc == 0 && io->type == AMIO__IO_RECV)
+			work_push(&p->be.ep, slot);
 	} else {
 		ssize_t n = send_now(io, e->fd);
 
@@ -134,6 +139,8 @@ int amio__ep_cancel_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct amio__epoll *ep = &p->be.ep;
 
+	if (!(e->flags & AMIO__E_ARMED))
+		return 1; /* nothing in the kernel: nothing to drop */
 	/* A send that went out at arm time: its result is the final one. */
 	if (ep->slots[slot].imm)
 		return 0;

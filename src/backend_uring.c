@@ -147,6 +147,26 @@ static int uring_init(amio_poller *p, const struct amio_poller_config *cfg)
 	return 0;
 }
 
+/* Reap what the CQ holds as the poller goes: connections accepted that
+ * nobody will see are closed. */
+static void reap_closing(amio_poller *p)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0;
+
+	io_uring_for_each_cqe(&p->be.u.ring, head, cqe)
+	{
+		struct amio__completion c;
+
+		seen++;
+		if (translate(p, cqe, &c) && c.kind == AMIO__C_IO && c.res >= 0 &&
+		    p->reg.entries[c.slot].kind == AMIO__KIND_IO &&
+		    p->reg.ios[c.slot].type == AMIO__IO_ACCEPT)
+			close(c.res);
+	}
+	io_uring_cq_advance(&p->be.u.ring, seen);
+}
+
 /* Before the ring goes: cancel every operation and wait (1 s at most) for
  * their last CQEs, so no send reads, and no recv writes, a buffer after
  * amio_poller_free returns. Only the poll thread can submit to a
@@ -160,8 +180,10 @@ static void drain_io(amio_poller *p)
 	struct io_uring_cqe *cqe;
 	int64_t end = amio__now_ns() + 1000000000;
 
-	if (!be->io_inflight || !p->enabled || !pthread_equal(p->poll_thread, pthread_self()))
+	if (!be->io_inflight || !amio__is_poll_thread(p)) {
+		reap_closing(p); /* what the CQ shows, at least */
 		return;
+	}
 	sqe = io_uring_get_sqe(&be->ring);
 	if (!sqe && io_uring_submit(&be->ring) >= 0)
 		sqe = io_uring_get_sqe(&be->ring);
@@ -170,16 +192,8 @@ static void drain_io(amio_poller *p)
 	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
 	io_uring_sqe_set_data64(sqe, user_data(TAG_MSG, 0, 0));
 	while (be->io_inflight && amio__now_ns() < end) {
-		struct amio__completion c;
-		unsigned head, seen = 0;
-
 		(void)io_uring_submit_and_wait_timeout(&be->ring, &cqe, 1, &ts, NULL);
-		io_uring_for_each_cqe(&be->ring, head, cqe)
-		{
-			seen++;
-			(void)translate(p, cqe, &c);
-		}
-		io_uring_cq_advance(&be->ring, seen);
+		reap_closing(p);
 	}
 }
 

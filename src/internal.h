@@ -224,7 +224,7 @@ struct amio__entry {
  * publishes them); from then on the struct is the poll thread's.
  */
 enum amio__io_type { AMIO__IO_ACCEPT = 1, AMIO__IO_RECV, AMIO__IO_SEND };
-#define AMIO__ACCEPT_HOLD  64 /* accepted fds held while the consumer has no room */
+#define AMIO__ACCEPT_HOLD  64 /* accepted fds held inline while the consumer has no room */
 #define AMIO__ACCEPT_PAUSE 32 /* ... from here on the accept pauses */
 #define AMIO__NO_BID       0xffffu
 enum {
@@ -258,12 +258,21 @@ struct amio__io {
 	uint32_t next_starved;
 	uint16_t held_head, held_tail; /* recv: notes held, through pool->held[bid] */
 	uint32_t held_n;               /* recv and accept: notes held */
-	uint32_t acc_head;             /* accept: acc[] is a ring of held fds */
+	uint32_t acc_head;             /* accept: a ring of held fds: acc[], or */
+	uint32_t acc_cap;              /* ... acc_big of acc_cap once acc[] was full */
+	int32_t *acc_big;
 	int32_t acc[AMIO__ACCEPT_HOLD];
 	int64_t deadline_ns;
 	uint32_t dl_pos;   /* 1 + its place in the poller's deadline heap, 0: none */
 	struct msghdr msg; /* io_uring sendmsg: read by the kernel at submit */
 };
+
+/* An accept's held fd i (0 = the oldest). */
+static inline int32_t *amio__acc_at(struct amio__io *io, uint32_t i)
+{
+	return io->acc_big ? &io->acc_big[(io->acc_head + i) % io->acc_cap]
+	                   : &io->acc[(io->acc_head + i) % AMIO__ACCEPT_HOLD];
+}
 
 /* A pool's buffers go round a provided buffer ring: its consumer thread adds
  * the buffers it gives back (the ring's only producer), the kernel (io_uring)

@@ -6,6 +6,7 @@
  * request's final completion).
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 
@@ -195,6 +196,8 @@ void amio__io_maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
 
 	if ((io->state & AMIO__IO_ENDED) && !io->done_held && !io->held_n && e->inflight == 0 &&
 	    !(e->flags & (AMIO__E_PENDING | AMIO__E_OVERFLOW))) {
+		free(io->acc_big);
+		io->acc_big = NULL;
 		amio__backend_release(p, slot);
 		amio__registry_release(&p->reg, slot);
 	}
@@ -319,8 +322,8 @@ void amio__io_orphan(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	/* Nobody will take what it holds: accepted fds are closed, held
 	 * buffers stay with the pool, which is freed with its registrar. */
 	if (io->type == AMIO__IO_ACCEPT)
-		for (; io->held_n; io->held_n--)
-			close(io->acc[io->acc_head++ % AMIO__ACCEPT_HOLD]);
+		for (; io->held_n; io->held_n--, io->acc_head++)
+			close(*amio__acc_at(io, 0));
 	io->held_n = 0;
 	io->done_held = false;
 	e->flags |= AMIO__E_DEREGISTERED;
@@ -390,7 +393,8 @@ static void on_accept(amio_poller *p, struct amio__entry *e, uint32_t slot,
 		begin_end(io, c->res); /* out of fds, not listening ... */
 	/* A consumer that takes nothing: pause rather than hold without end
 	 * (a cancel; its final completion leaves it paused). */
-	if (c->more && io->held_n >= AMIO__ACCEPT_PAUSE && !(io->state & AMIO__IO_ENDING)) {
+	if (c->more && io->held_n >= AMIO__ACCEPT_PAUSE &&
+	    !(io->state & (AMIO__IO_ENDING | AMIO__IO_PAUSED))) {
 		io->state |= AMIO__IO_PAUSED;
 		if (cancel_request(p, e, slot))
 			return;

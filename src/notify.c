@@ -4,6 +4,8 @@
  * the id's deregister returned, and what the poll thread learns back from an
  * inbox consumer (LEVEL re-arms, fired one-shots taken).
  */
+#include <stdlib.h>
+
 #include "internal.h"
 
 /* ---- Overflow: notifications with no room yet ---------------------------- */
@@ -299,6 +301,27 @@ static bool io_emit(amio_poller *p, struct amio__entry *e, uint32_t events, int3
 	return true;
 }
 
+/* More room for held fds. io_uring's multishot accept cannot be paused at
+ * once: every connection the backlog held is accepted and posted before the
+ * pause's cancel is submitted (the attacker's 300 connections into an
+ * inbox of 2: 202 would have been refused). Rare (an inbox that is full
+ * while connections pour in), so a heap ring, doubled as needed. */
+static bool acc_grow(struct amio__io *io)
+{
+	uint32_t cap = io->acc_big ? io->acc_cap * 2 : AMIO__ACCEPT_HOLD * 2;
+	int32_t *big = malloc((size_t)cap * sizeof(*big));
+
+	if (!big)
+		return false;
+	for (uint32_t i = 0; i < io->held_n; i++)
+		big[i] = *amio__acc_at(io, i);
+	free(io->acc_big);
+	io->acc_big = big;
+	io->acc_cap = cap;
+	io->acc_head = 0;
+	return true;
+}
+
 /* Keep a note until its consumer has room: accepted fds in the operation's
  * ring, received bytes through their buffer's link (the pool bounds them:
  * one note per lent buffer), the DONE inline. */
@@ -308,13 +331,13 @@ static void io_hold(amio_poller *p, struct amio__io *io, uint32_t events, int32_
 		io->done_held = true;
 		io->done_res = res;
 	} else if (events & AMIO_ACCEPT) {
-		if (io->held_n == AMIO__ACCEPT_HOLD) {
-			/* Only CQEs that raced the pause get here. */
-			close(res);
+		if (io->held_n == (io->acc_big ? io->acc_cap : AMIO__ACCEPT_HOLD) &&
+		    !acc_grow(io)) {
+			close(res); /* out of memory: refused, as a full backlog would */
 			AMIO__STAT_ADD(p, accepts_refused, 1);
 			return;
 		}
-		io->acc[(io->acc_head + io->held_n++) % AMIO__ACCEPT_HOLD] = res;
+		*amio__acc_at(io, io->held_n++) = res;
 	} else {
 		io->pool->held[bid] = (struct amio__held){res, AMIO__NO_BID};
 		if (io->held_n++)
@@ -331,8 +354,7 @@ bool amio__io_flush(amio_poller *p, struct amio__entry *e)
 
 	while (io->held_n) {
 		if (io->type == AMIO__IO_ACCEPT) {
-			if (!io_emit(p, e, AMIO_ACCEPT, io->acc[io->acc_head % AMIO__ACCEPT_HOLD],
-			             NULL))
+			if (!io_emit(p, e, AMIO_ACCEPT, *amio__acc_at(io, 0), NULL))
 				return false;
 			io->acc_head++;
 		} else {

@@ -111,6 +111,28 @@ static void quiesce(amio_registrar *list)
 			ck_pr_stall();
 }
 
+/* Accepted connections held for a consumer (an operation's hold, run's
+ * stash) that nobody will take now. */
+static void close_held_fds(amio_poller *p)
+{
+	uint64_t top = ck_pr_load_64(&p->reg.fresh);
+
+	for (uint32_t slot = 1; slot < top && slot <= p->reg.cap; slot++) {
+		struct amio__io *io = &p->reg.ios[slot];
+
+		if (p->reg.entries[slot].kind != AMIO__KIND_IO || io->type != AMIO__IO_ACCEPT)
+			continue;
+		for (; io->held_n; io->held_n--, io->acc_head++)
+			close(*amio__acc_at(io, 0));
+		free(io->acc_big);
+		io->acc_big = NULL;
+	}
+	for (size_t i = 0; i < p->stash_n; i++)
+		if ((p->stash[i].events & AMIO__IONOTE) &&
+		    p->stash[i].events == (AMIO__IONOTE | AMIO_ACCEPT))
+			close(p->stash[i].res);
+}
+
 static void adopt_queued_pools(amio_poller *p, amio_registrar *r)
 {
 	struct amio__cmd c;
@@ -157,12 +179,17 @@ void amio_poller_free(amio_poller *p)
 			(void)amio__backend_wake_waiter_now(p, &r->waiter);
 		amio__futex_bump(&r->room_seq);
 	}
-	/* Pools whose POOL_NEW was still queued are freed with the others. */
-	for (r = p->registrars; r; r = r->next)
+	/* Pools whose POOL_NEW was still queued are freed with the others;
+	 * accepted connections in inboxes nobody will read are closed. */
+	for (r = p->registrars; r; r = r->next) {
 		adopt_queued_pools(p, r);
+		if (r->flags & AMIO_INBOX)
+			amio__inbox_drop(r);
+	}
 	/* Exiting the ring cancels every poll, so users' close() sends FIN,
 	 * and every operation (see amio.h on sends in flight). */
 	amio__backend_destroy(p);
+	close_held_fds(p);
 	amio__pools_free_all(p);
 	amio__io_destroy(p);
 	amio__registry_destroy(&p->reg);
