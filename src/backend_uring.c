@@ -324,6 +324,8 @@ static void prep_io(amio_poller *p, struct io_uring_sqe *sqe, struct amio__entry
 			io_uring_prep_sendmsg(sqe, e->fd, &io->msg, MSG_NOSIGNAL);
 		break;
 	}
+	if (io->type == AMIO__IO_SEND && (io->state & AMIO__IO_POLL_FIRST))
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 }
 
 static int uring_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)

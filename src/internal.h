@@ -236,6 +236,7 @@ enum {
 	AMIO__IO_QUEUED = 1u << 5,      /* send: on its fd's send queue */
 	AMIO__IO_CANCEL_SENT = 1u << 6, /* the request's cancel is in the kernel */
 	AMIO__IO_ORPHAN = 1u << 7,      /* its inbox registrar is gone: notes dropped */
+	AMIO__IO_POLL_FIRST = 1u << 8,  /* send: the kernel said EAGAIN: wait for room first */
 };
 struct amio_pool;
 struct amio__io {

@@ -444,10 +444,18 @@ static void on_send(amio_poller *p, struct amio__entry *e, uint32_t slot,
 {
 	struct amio__io *io = io_of(p, slot);
 
-	if (c->res >= 0)
+	if (c->res >= 0) {
 		advance(io, (uint32_t)c->res);
-	else if (c->res != -ECANCELED || !(io->state & AMIO__IO_ENDING))
+		io->state &= ~(uint32_t)AMIO__IO_POLL_FIRST;
+	} else if (c->res == -EAGAIN && c->kind == AMIO__C_IO) {
+		/* io_uring can give up on a full non-blocking socket (seen on
+		 * 6.18 with SO_SNDBUF 4096 and a recv on the same socket):
+		 * send again once it has room (IORING_RECVSEND_POLL_FIRST),
+		 * never a spin, never an error the caller did not cause. */
+		io->state |= AMIO__IO_POLL_FIRST;
+	} else if (c->res != -ECANCELED || !(io->state & AMIO__IO_ENDING)) {
 		begin_end(io, c->res);
+	}
 	if (c->more)
 		return; /* zero-copy: the notification ends the request */
 	if (io->sent == io->total && !(io->state & AMIO__IO_ENDED)) {
