@@ -186,8 +186,8 @@ struct amio_poller_stats {
 	                              -EBUSY, -ENOMEM (nothing is lost: the SQEs stay queued) */
 	uint64_t recv_starved;     /* multishot recvs paused on an empty pool (resumed when a
 	                              buffer comes back) */
-	uint64_t accepts_refused;  /* accepted connections closed unseen: the accept's hold of
-	                              64 was full (its inbox full for that long) */
+	uint64_t accepts_refused;  /* accepted connections closed unseen: holding them for a
+	                              consumer with no room failed to allocate */
 };
 
 /* ---- Poller ----------------------------------------------------------- */
@@ -588,8 +588,12 @@ AMIO_API int amio_pool_free(amio_pool *pool);
  * concern one connection (ECONNABORTED) are skipped; any other (-EMFILE,
  * -ENFILE, -ENOMEM, -EBADF, -EINVAL: not listening) ends the accept: one
  * AMIO_ACCEPT | AMIO_DONE with res = -errno. amio_cancel ends it with
- * res = -ECANCELED. An inbox that is full holds accepted connections (up to
- * 64 per accept, then the accept pauses until the consumer catches up).
+ * res = -ECANCELED. A consumer with no room (a full inbox, a small cap)
+ * loses nothing: accepted connections are held in order, and from 32 held
+ * the accept pauses (connections wait in the listen backlog) until it
+ * catches up; those the kernel had already accepted are held too (memory
+ * grows with them; only an allocation failure closes one, counted in
+ * accepts_refused).
  * fd: a listening socket, O_NONBLOCK (checked: the epoll backend calls
  * accept4 on it). data: retained, returned in every notification.
  * Returns: the id (> 0). Errors: -EBADF (fd < 0 or not open), -EINVAL (fd
