@@ -189,7 +189,9 @@ static int check_events(uint32_t events)
 	return 0;
 }
 
-int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *c)
+/* Allocate an id of kind and queue c for it; an operation's arguments (io)
+ * go into its slot first. */
+static int64_t add(amio_registrar *r, unsigned kind, struct amio__cmd *c, const struct amio__io *io)
 {
 	int64_t id;
 	int rc = enter(r);
@@ -203,6 +205,10 @@ int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *
 	}
 	id = amio__registry_alloc(&r->p->reg, kind);
 	if (id > 0) {
+		/* The slot is ours until the poll thread applies START: the
+		 * ring's enqueue publishes the arguments with the command. */
+		if (io)
+			r->p->reg.ios[amio__id_slot((uint64_t)id)] = *io;
 		c->id = (uint64_t)id;
 		push(r, c);
 	}
@@ -210,27 +216,14 @@ int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *
 	return id;
 }
 
+int64_t amio__registrar_add(amio_registrar *r, unsigned kind, struct amio__cmd *c)
+{
+	return add(r, kind, c, NULL);
+}
+
 int64_t amio__registrar_add_io(amio_registrar *r, struct amio__cmd *c, const struct amio__io *io)
 {
-	int64_t id;
-	int rc = enter(r);
-
-	if (rc < 0)
-		return rc;
-	if (queue_full(r)) {
-		leave(r);
-		return -EAGAIN;
-	}
-	id = amio__registry_alloc(&r->p->reg, AMIO__KIND_IO);
-	if (id > 0) {
-		/* The slot is ours until the poll thread applies START: the
-		 * ring's enqueue publishes the arguments with the command. */
-		r->p->reg.ios[amio__id_slot((uint64_t)id)] = *io;
-		c->id = (uint64_t)id;
-		push(r, c);
-	}
-	leave(r);
-	return id;
+	return add(r, AMIO__KIND_IO, c, io);
 }
 
 int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_id)
