@@ -755,6 +755,9 @@ bool amio__io_flush(amio_poller *p, struct amio__entry *e);
 /* pool.c */
 /* Apply AMIO__OP_POOL_NEW / AMIO__OP_POOL_FREE (poll thread). */
 void amio__pool_apply(amio_poller *p, const struct amio__cmd *c);
+/* Put the pool on the poller's refilled stack (any thread); false if it is
+ * there already. */
+bool amio__pool_queue_refill(amio_pool *pool);
 /* Resume the recvs of pools given buffers since they starved (poll thread). */
 void amio__pools_refilled(amio_poller *p);
 /* Free every pool (amio_poller_free), and an orphaned idle one. */

@@ -368,14 +368,7 @@ static void io_starve(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	if (p->be.ops->enter_to_peek
 	        ? (uint16_t)(tail - pool->ep_head) != 0
 	        : pool->count > ck_pr_load_64(&pool->taken) - ck_pr_load_64(&pool->returned)) {
-		if (ck_pr_cas_32(&pool->queued, 0, 1)) {
-			amio_pool *head;
-
-			do {
-				head = ck_pr_load_ptr(&p->refilled);
-				pool->next_refilled = head;
-			} while (!ck_pr_cas_ptr(&p->refilled, head, pool));
-		}
+		(void)amio__pool_queue_refill(pool);
 	}
 	(void)e;
 }

@@ -104,16 +104,22 @@ int amio_pool_put(amio_pool *pool, void *buf)
 	 * consumer) cannot race its own io_starve. */
 	if (!amio__is_poll_thread(pool->p))
 		ck_pr_fence_store_load();
-	if (ck_pr_load_32(&pool->starved) && ck_pr_cas_32(&pool->queued, 0, 1)) {
-		amio_pool *head;
-
-		do {
-			head = ck_pr_load_ptr(&pool->p->refilled);
-			pool->next_refilled = head;
-		} while (!ck_pr_cas_ptr(&pool->p->refilled, head, pool));
+	if (ck_pr_load_32(&pool->starved) && amio__pool_queue_refill(pool))
 		amio__poller_kick(pool->p, NULL);
-	}
 	return 0;
+}
+
+bool amio__pool_queue_refill(amio_pool *pool)
+{
+	amio_pool *head;
+
+	if (!ck_pr_cas_32(&pool->queued, 0, 1))
+		return false; /* queued already */
+	do {
+		head = ck_pr_load_ptr(&pool->p->refilled);
+		pool->next_refilled = head;
+	} while (!ck_pr_cas_ptr(&pool->p->refilled, head, pool));
+	return true;
 }
 
 /* Poll thread: the buffer group goes, then the memory. */
@@ -125,8 +131,10 @@ static void destroy(amio_poller *p, amio_pool *pool)
 		link = &(*link)->next_all;
 	if (*link)
 		*link = pool->next_all;
-	if (pool->registered)
+	if (pool->registered) {
 		amio__backend_pool_del(p, pool);
+		p->bgids[pool->bgid / 64] &= ~(UINT64_C(1) << (pool->bgid % 64));
+	}
 	pool_release_memory(pool);
 }
 
@@ -176,8 +184,6 @@ void amio__pool_apply(amio_poller *p, const struct amio__cmd *c)
 	int bgid;
 
 	if (c->op == AMIO__OP_POOL_FREE) {
-		if (pool->registered)
-			p->bgids[pool->bgid / 64] &= ~(UINT64_C(1) << (pool->bgid % 64));
 		destroy(p, pool);
 		return;
 	}
@@ -226,11 +232,8 @@ void amio__pools_refilled(amio_poller *p)
 void amio__pool_maybe_free(amio_poller *p, amio_pool *pool)
 {
 	/* An orphan's consumer is gone: free it once no recv uses it. */
-	if (pool->orphan && ck_pr_load_32(&pool->running) == 0) {
-		if (pool->registered)
-			p->bgids[pool->bgid / 64] &= ~(UINT64_C(1) << (pool->bgid % 64));
+	if (pool->orphan && ck_pr_load_32(&pool->running) == 0)
 		destroy(p, pool);
-	}
 }
 
 void amio__pool_orphan(amio_poller *p, struct amio_registrar *r)
