@@ -553,9 +553,16 @@ typedef struct amio_pool amio_pool; /* buffers a multishot recv lands in */
  * lost, nothing is reported) and goes on once a buffer comes back.
  * count: a power of two, 1 .. AMIO_POOL_MAX_BUFFERS. size: 1 ..
  * AMIO_POOL_MAX_SIZE bytes. Memory: count x size bytes, allocated here.
+ * The io_uring buffer group (one of 65,536: a 16-bit bgid) is taken here.
+ * The kernel's registration of the ring (io_uring_register_buf_ring) can
+ * only be made on the poll thread (a SINGLE_ISSUER ring refuses any other):
+ * called there, amio_pool_new registers at once and returns the kernel's
+ * error; called elsewhere, the poll thread registers it, and should the
+ * kernel refuse (-ENOMEM), each amio_recv into the pool ends at once with
+ * that error in its DONE.
  * Returns: 0, *out set. Errors: -EINVAL (r or out NULL, count or size out
  * of range), -ENOMEM, -EAGAIN (r's command queue is full), -ENOSPC (65,536
- * pools live), -ESHUTDOWN.
+ * pools live), -ESHUTDOWN, and on the poll thread the kernel's error.
  * Ownership: the pool belongs to r; free it with amio_pool_free.
  * Thread: r's thread.
  */
@@ -566,17 +573,25 @@ AMIO_API int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, ami
  * syscall: the buffer goes straight into the provided buffer ring; only a
  * pool that ran empty under a waiting recv also wakes the poll thread.
  * Returns: 0. Errors: -EINVAL (pool NULL, buf not the start of one of its
- * buffers).
+ * buffers, or a buffer not lent now: put twice, or never handed out; the
+ * pool knows which buffers an AMIO_RECV lent, so a wrong put cannot put
+ * a buffer in the ring twice).
  * Thread: the pool's consumer: the thread its registrar's notifications
  * go to (the inbox owner, or the poll thread for an Amy-mode registrar).
  */
 AMIO_API int amio_pool_put(amio_pool *pool, void *buf);
 
 /*
- * Free the pool. Allowed once no amio_recv into it is running (each has
- * delivered its DONE) and every buffer it lent is back (amio_pool_put).
- * Returns: 0. Errors: -EINVAL (NULL), -EBUSY (a recv still runs or a buffer
- * is still lent: nothing freed), -EAGAIN (queue full: retry).
+ * Free the pool. Allowed once every amio_recv into it has ended (its DONE
+ * made: it may still wait in the consumer's queue, and comes) and every
+ * buffer it lent is back (amio_pool_put).
+ * Once this returns 0 the handle is gone, as after free(3): pass it to no
+ * call again. Until the poll thread has applied the free, a second
+ * amio_pool_free and amio_recv into it say -EINVAL; after that amio cannot
+ * tell the handle from any other pointer.
+ * Returns: 0. Errors: -EINVAL (NULL, or freed already), -EBUSY (a recv
+ * still runs or a buffer is still lent: nothing freed), -EAGAIN (queue
+ * full: retry).
  * Thread: the pool's consumer (see amio_pool_put).
  */
 AMIO_API int amio_pool_free(amio_pool *pool);
@@ -611,8 +626,9 @@ AMIO_API int64_t amio_accept(amio_registrar *r, int fd, void *data);
  * (-ECONNRESET ...), -ECANCELED (amio_cancel), -ETIME (amio_set_deadline).
  * An empty pool pauses the recv (io_uring ends it with -ENOBUFS) until a
  * buffer comes back: never reported, never a deaf socket.
- * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (pool NULL, freed
- * or another registrar's), -EAGAIN, -ENOSPC, -ESHUTDOWN.
+ * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (pool NULL, being
+ * freed (see amio_pool_free) or another registrar's), -EAGAIN, -ENOSPC,
+ * -ESHUTDOWN.
  * Thread: r's thread.
  */
 AMIO_API int64_t amio_recv(amio_registrar *r, int fd, amio_pool *pool, void *data);
@@ -624,7 +640,10 @@ AMIO_API int64_t amio_recv(amio_registrar *r, int fd, amio_pool *pool, void *dat
  * -ECONNRESET, -ECANCELED, -ETIME; how much went out is then unknown, so
  * close the connection). Sends on one socket go out in the order they were
  * made through one registrar and never interleave: amio keeps one in flight
- * per socket (two io_uring sends in flight on a socket may reorder).
+ * per socket (two io_uring sends in flight on a socket may reorder). Any
+ * fd: the poller's per-fd send queues grow to the highest fd sent on,
+ * whatever RLIMIT_NOFILE was when it was made (a DONE with -ENOMEM if the
+ * table cannot grow).
  * flags: 0 or AMIO_SEND_ZC. len: 1 .. 2^31 - 1 bytes (0: -EINVAL).
  * Ownership: buf is borrowed until the DONE notification: keep it
  * unchanged and allocated until then.

@@ -23,21 +23,25 @@
 #if defined(__SANITIZE_THREAD__)
 #define AMIO__TSAN_LOAD(t)     __atomic_load_n((t), __ATOMIC_ACQUIRE)
 #define AMIO__TSAN_STORE(t, v) __atomic_store_n((t), (v), __ATOMIC_RELEASE)
+#undef ck_pr_load_8
 #undef ck_pr_load_32
 #undef ck_pr_load_64
 #undef ck_pr_load_uint
 #undef ck_pr_load_int
 #undef ck_pr_load_ptr
+#undef ck_pr_store_8
 #undef ck_pr_store_32
 #undef ck_pr_store_64
 #undef ck_pr_store_uint
 #undef ck_pr_store_int
 #undef ck_pr_store_ptr
+#define ck_pr_load_8(t)        AMIO__TSAN_LOAD(t)
 #define ck_pr_load_32(t)       AMIO__TSAN_LOAD(t)
 #define ck_pr_load_64(t)       AMIO__TSAN_LOAD(t)
 #define ck_pr_load_uint(t)     AMIO__TSAN_LOAD(t)
 #define ck_pr_load_int(t)      AMIO__TSAN_LOAD(t)
 #define ck_pr_load_ptr(t)      AMIO__TSAN_LOAD(t)
+#define ck_pr_store_8(t, v)    AMIO__TSAN_STORE(t, v)
 #define ck_pr_store_32(t, v)   AMIO__TSAN_STORE(t, v)
 #define ck_pr_store_64(t, v)   AMIO__TSAN_STORE(t, v)
 #define ck_pr_store_uint(t, v) AMIO__TSAN_STORE(t, v)

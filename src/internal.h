@@ -237,8 +237,11 @@ enum {
 	AMIO__IO_CANCEL_SENT = 1u << 6, /* the request's cancel is in the kernel */
 	AMIO__IO_ORPHAN = 1u << 7,      /* its inbox registrar is gone: notes dropped */
 	AMIO__IO_POLL_FIRST = 1u << 8,  /* send: the kernel said EAGAIN: wait for room first */
+	AMIO__IO_WOKEN = 1u << 9,       /* recv: re-armed for a free buffer, no completion yet */
 };
 struct amio_pool;
+/* 65,536 io_uring buffer groups (a 16-bit bgid): the most pools live. */
+#define AMIO__POOL_GROUP_WORDS 1024u
 struct amio__io {
 	/* Set by the starting registrar. */
 	uint32_t type;  /* enum amio__io_type */
@@ -297,9 +300,13 @@ struct amio_pool {
 	uint32_t ep_head;  /* epoll: the next ring entry the poll thread takes */
 	uint32_t starved;  /* a recv waits for a buffer: the next put kicks the poller */
 	uint32_t queued;   /* on the poller's refilled stack */
+	bool dead;         /* poll thread: destroyed while queued: the refill walk frees it */
+	uint8_t *lent;     /* count: 1 while the consumer holds the buffer (reaped, not put) */
 	struct amio_pool *next_refilled; /* the poller's refilled stack (CAS push) */
 	struct amio_pool *next_all;      /* poll thread: live pools */
-	uint32_t starved_head;           /* poll thread: recvs waiting, by slot */
+	uint32_t starved_head;           /* poll thread: recvs waiting, oldest first, by slot */
+	uint32_t starved_tail;           /* ... and the newest */
+	uint32_t waking;                 /* poll thread: recvs woken (IO_WOKEN) for a buffer */
 	struct amio__held {
 		int32_t res;
 		uint16_t next;
@@ -519,7 +526,7 @@ struct amio_poller {
 	uint32_t sendq_cap; /* fds below it can be sent on */
 	size_t sendq_len;
 	struct amio_pool *pools;
-	uint64_t bgids[1024]; /* io_uring buffer group ids in use (a bitmap) */
+	uint64_t bgids[AMIO__POOL_GROUP_WORDS]; /* buffer group ids in use (CAS bitmap, any thread) */
 	bool enabled;
 	pthread_t poll_thread;
 	amio_notification *out; /* where this wait's notifications go */
@@ -764,6 +771,13 @@ void amio__pools_refilled(amio_poller *p);
 void amio__pools_free_all(amio_poller *p);
 void amio__pool_orphan(amio_poller *p, struct amio_registrar *r);
 void amio__pool_maybe_free(amio_poller *p, struct amio_pool *pool);
+/* Poll thread: the starved list of a pool (FIFO by slot): add a recv that
+ * found the ring empty, take one off (it ended); buffers free to take now. */
+void amio__pool_starve(amio_poller *p, struct amio_pool *pool, uint32_t slot);
+void amio__pool_unstarve(amio_poller *p, struct amio_pool *pool, uint32_t slot);
+uint32_t amio__pool_available(amio_poller *p, const struct amio_pool *pool);
+/* A woken recv's first completion (took the buffer, or not), or its end. */
+void amio__pool_woken(amio_poller *p, struct amio_pool *pool, struct amio__io *io);
 static inline void *amio__pool_buf(const struct amio_pool *pool, uint16_t bid)
 {
 	return pool->bufs + (size_t)bid * pool->size;

@@ -22,18 +22,40 @@ static struct amio__io *io_of(amio_poller *p, uint32_t slot)
 int amio__io_init(amio_poller *p)
 {
 	struct rlimit rl = {0};
-	rlim_t fds = (rlim_t)1 << 24;
+	rlim_t fds = 1024;
 
 	p->dl_len = ((size_t)p->reg.cap + 1) * sizeof(*p->dl);
 	p->dl = amio__reserve(p->dl_len);
-	/* One send queue per fd the process may open (the hard limit; address
-	 * space only, touched as fds are sent on). */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < fds)
-		fds = rl.rlim_max;
-	p->sendq_cap = (uint32_t)fds;
-	p->sendq_len = (size_t)fds * sizeof(*p->sendq);
+	/* One send queue per fd, first for the fds the process may open now
+	 * (the hard limit, at most 2^24; address space only, touched as fds
+	 * are sent on); sendq_fit grows it for a higher fd. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		fds = rl.rlim_max < ((rlim_t)1 << 24) ? rl.rlim_max : (rlim_t)1 << 24;
+	p->sendq_cap = fds < 1024 ? 1024 : (uint32_t)fds;
+	p->sendq_len = (size_t)p->sendq_cap * sizeof(*p->sendq);
 	p->sendq = amio__reserve(p->sendq_len);
 	return p->dl && p->sendq ? 0 : -ENOMEM;
+}
+
+/* Room in the send table for fd: a process may raise its limit after the
+ * poller was made, or had fds above it (dup2). Rare, so a syscall here is
+ * no cost to the hot path: mremap keeps the pages, MAP_NORESERVE too. */
+static int sendq_fit(amio_poller *p, int fd)
+{
+	uint64_t cap = p->sendq_cap;
+	void *m;
+
+	if ((uint32_t)fd < p->sendq_cap)
+		return 0;
+	while (cap <= (uint64_t)fd)
+		cap *= 2;
+	m = mremap(p->sendq, p->sendq_len, (size_t)cap * sizeof(*p->sendq), MREMAP_MAYMOVE);
+	if (m == MAP_FAILED)
+		return -ENOMEM;
+	p->sendq = m;
+	p->sendq_cap = (uint32_t)cap; /* at most 2^31: fd is an int */
+	p->sendq_len = (size_t)cap * sizeof(*p->sendq);
+	return 0;
 }
 
 void amio__io_destroy(amio_poller *p)
@@ -154,17 +176,6 @@ static uint32_t sendq_remove(amio_poller *p, uint32_t slot, int fd)
 
 /* ---- The end: one DONE ------------------------------------------------------- */
 
-static void unstarve(amio_poller *p, struct amio__io *io, uint32_t slot)
-{
-	uint32_t *link = &io->pool->starved_head;
-
-	while (*link && *link != slot)
-		link = &io_of(p, *link)->next_starved;
-	if (*link)
-		*link = io->next_starved;
-	io->state &= ~(uint32_t)AMIO__IO_STARVED;
-}
-
 static const uint32_t type_event[] = {
     [AMIO__IO_ACCEPT] = AMIO_ACCEPT, [AMIO__IO_RECV] = AMIO_RECV, [AMIO__IO_SEND] = AMIO_SEND};
 
@@ -176,11 +187,14 @@ static void end(amio_poller *p, struct amio__entry *e, uint32_t slot, int32_t re
 
 	io->state = (io->state & ~(uint32_t)AMIO__IO_ENDING) | AMIO__IO_ENDED;
 	dl_remove(p, slot);
-	if (io->state & AMIO__IO_STARVED)
-		unstarve(p, io, slot);
+	if (io->state & AMIO__IO_STARVED) {
+		amio__pool_unstarve(p, io->pool, slot);
+		io->state &= ~(uint32_t)AMIO__IO_STARVED;
+	}
 	if (io->state & AMIO__IO_QUEUED)
 		next = sendq_remove(p, slot, e->fd);
 	if (io->type == AMIO__IO_RECV) {
+		amio__pool_woken(p, io->pool, io);
 		ck_pr_dec_32(&io->pool->running);
 		amio__pool_maybe_free(p, io->pool);
 	}
@@ -283,8 +297,10 @@ void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cm
 		e->data = c->data;
 		e->flags |= AMIO__E_REGISTERED;
 		if (io->type == AMIO__IO_SEND) {
-			if ((uint32_t)c->fd >= p->sendq_cap) {
-				end(p, e, slot, -EBADF);
+			int rc = sendq_fit(p, c->fd);
+
+			if (rc < 0) {
+				end(p, e, slot, rc);
 				return;
 			}
 			sendq_add(p, slot, c->fd);
@@ -348,28 +364,17 @@ static void io_starve(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct amio__io *io = io_of(p, slot);
 	amio_pool *pool = io->pool;
-	uint32_t tail;
 
 	if (io->state & AMIO__IO_STARVED)
 		return; /* one request, one final completion: cannot happen */
 	AMIO__STAT_ADD(p, recv_starved, 1);
 	io->state |= AMIO__IO_STARVED;
-	io->next_starved = pool->starved_head;
-	pool->starved_head = slot;
-	ck_pr_store_32(&pool->starved, 1);
+	amio__pool_starve(p, pool, slot);
 	/* starved before the look at the ring; pairs with amio_pool_put. */
 	ck_pr_fence_store_load();
-	/* A buffer came back meanwhile: go on at once, as a refill would.
-	 * epoll takes from the ring itself and knows its head; the kernel's
-	 * head is not shown (before 6.8), so count what it took and we got
-	 * back (a buffer taken for a CQE not reaped yet makes a re-arm that
-	 * starves again, no more). */
-	tail = io_uring_smp_load_acquire(&pool->br->tail);
-	if (p->be.ops->enter_to_peek
-	        ? (uint16_t)(tail - pool->ep_head) != 0
-	        : pool->count > ck_pr_load_64(&pool->taken) - ck_pr_load_64(&pool->returned)) {
+	/* A buffer came back meanwhile: go on at once, as a refill would. */
+	if (amio__pool_available(p, pool))
 		(void)amio__pool_queue_refill(pool);
-	}
 	(void)e;
 }
 
@@ -401,8 +406,12 @@ static void on_recv(amio_poller *p, struct amio__entry *e, uint32_t slot,
 {
 	struct amio__io *io = io_of(p, slot);
 
-	if (c->bid != AMIO__NO_BID)
+	if (c->bid != AMIO__NO_BID) {
 		ck_pr_store_64(&io->pool->taken, ck_pr_load_64(&io->pool->taken) + 1);
+		/* Lent before the notification that lends it is published. */
+		ck_pr_store_8(&io->pool->lent[c->bid], 1);
+	}
+	amio__pool_woken(p, io->pool, io); /* after taken: its buffer is counted */
 	if (c->res > 0)
 		amio__notify_io(p, e, AMIO_RECV, c->res, c->bid);
 	else if (c->res == 0)

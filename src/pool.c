@@ -33,6 +33,7 @@ static void pool_release_memory(amio_pool *pool)
 	if (pool->bufs)
 		munmap(pool->bufs, pool->bufs_len);
 	free(pool->held);
+	free(pool->lent);
 	free(pool);
 }
 
@@ -43,18 +44,40 @@ static void *map_anon(size_t len)
 	return m == MAP_FAILED ? NULL : m;
 }
 
-int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, amio_pool **out)
+/* Any thread: a free io_uring buffer group id, taken now so that a caller
+ * past the limit hears -ENOSPC from amio_pool_new itself. */
+static int take_bgid(amio_poller *p)
 {
-	struct amio__cmd c = {.op = AMIO__OP_POOL_NEW};
-	amio_pool *pool;
-	int rc;
+	for (uint32_t w = 0; w < AMIO__POOL_GROUP_WORDS; w++) {
+		uint64_t word = ck_pr_load_64(&p->bgids[w]);
 
-	if (!r || !out || count == 0 || count > AMIO_POOL_MAX_BUFFERS || (count & (count - 1)) ||
-	    size == 0 || size > AMIO_POOL_MAX_SIZE)
-		return -EINVAL;
-	pool = calloc(1, sizeof(*pool));
+		while (~word) {
+			int b = __builtin_ctzll(~word);
+
+			if (ck_pr_cas_64_value(&p->bgids[w], word, word | UINT64_C(1) << b, &word))
+				return (int)(w * 64 + (uint32_t)b);
+		}
+	}
+	return -ENOSPC;
+}
+
+/* Any thread (the poll thread's destroy, or a failed amio_pool_new). */
+static void give_bgid(amio_poller *p, uint16_t bgid)
+{
+	uint64_t *w = &p->bgids[bgid / 64], word = ck_pr_load_64(w);
+
+	while (!ck_pr_cas_64_value(w, word, word & ~(UINT64_C(1) << (bgid % 64)), &word))
+		;
+}
+
+static void destroy(amio_poller *p, amio_pool *pool);
+
+static amio_pool *pool_alloc(amio_registrar *r, uint32_t count, uint32_t size)
+{
+	amio_pool *pool = calloc(1, sizeof(*pool));
+
 	if (!pool)
-		return -ENOMEM;
+		return NULL;
 	pool->p = r->p;
 	pool->r = r;
 	pool->count = count;
@@ -65,18 +88,64 @@ int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, amio_pool **
 	pool->br = map_anon(pool->br_len);
 	pool->bufs = map_anon(pool->bufs_len);
 	pool->held = calloc(count, sizeof(*pool->held));
-	if (!pool->br || !pool->bufs || !pool->held) {
+	pool->lent = calloc(count, sizeof(*pool->lent));
+	if (!pool->br || !pool->bufs || !pool->held || !pool->lent) {
 		pool_release_memory(pool);
-		return -ENOMEM;
+		return NULL;
 	}
 	io_uring_buf_ring_init(pool->br);
 	for (uint32_t bid = 0; bid < count; bid++)
 		io_uring_buf_ring_add(pool->br, amio__pool_buf(pool, (uint16_t)bid), size,
 		                      (uint16_t)bid, (int)pool->mask, (int)bid);
 	io_uring_buf_ring_advance(pool->br, (int)count);
+	return pool;
+}
+
+/* Poll thread: the pool joins the live list and its group the kernel. */
+static int pool_register(amio_poller *p, amio_pool *pool)
+{
+	pool->next_all = p->pools;
+	p->pools = pool;
+	pool->applied = true;
+	pool->err = amio__backend_pool_add(p, pool);
+	pool->registered = pool->err == 0;
+	return pool->err;
+}
+
+int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, amio_pool **out)
+{
+	struct amio__cmd c = {.op = AMIO__OP_POOL_NEW};
+	amio_pool *pool;
+	int bgid, rc;
+
+	if (!r || !out || count == 0 || count > AMIO_POOL_MAX_BUFFERS || (count & (count - 1)) ||
+	    size == 0 || size > AMIO_POOL_MAX_SIZE)
+		return -EINVAL;
+	if (ck_pr_load_32(&r->p->shutdown))
+		return -ESHUTDOWN;
+	bgid = take_bgid(r->p);
+	if (bgid < 0)
+		return bgid;
+	pool = pool_alloc(r, count, size);
+	if (!pool) {
+		give_bgid(r->p, (uint16_t)bgid);
+		return -ENOMEM;
+	}
+	pool->bgid = (uint16_t)bgid;
+	/* The poll thread registers at once and reports the kernel's answer
+	 * (another thread cannot: SINGLE_ISSUER). */
+	if (amio__is_poll_thread(r->p)) {
+		rc = pool_register(r->p, pool);
+		if (rc < 0)
+			destroy(r->p, pool);
+		else
+			*out = pool;
+		return rc;
+	}
 	c.data = pool;
 	rc = amio__registrar_push(r, &c, 0);
 	if (rc < 0) {
+		give_bgid(r->p, (uint16_t)bgid);
 		pool_release_memory(pool);
 		return rc;
 	}
@@ -95,6 +164,14 @@ int amio_pool_put(amio_pool *pool, void *buf)
 	if (off % pool->size || off / pool->size >= pool->count)
 		return -EINVAL;
 	bid = (uint16_t)(off / pool->size);
+	/* Only a lent buffer goes back: a second put of it, or of one the
+	 * kernel or the ring still holds, would put it in the ring twice (two
+	 * recvs landing in one buffer). The poll thread set lent before it
+	 * published the notification that lent it, and sets it again only
+	 * after this put gave the buffer back: no two writers at once. */
+	if (!ck_pr_load_8(&pool->lent[bid]))
+		return -EINVAL;
+	ck_pr_store_8(&pool->lent[bid], 0);
 	io_uring_buf_ring_add(pool->br, buf, pool->size, bid, (int)pool->mask, 0);
 	io_uring_buf_ring_advance(pool->br, 1); /* a release store of the tail */
 	ck_pr_store_64(&pool->returned, ck_pr_load_64(&pool->returned) + 1);
@@ -122,7 +199,10 @@ bool amio__pool_queue_refill(amio_pool *pool)
 	return true;
 }
 
-/* Poll thread: the buffer group goes, then the memory. */
+/* Poll thread: the buffer group goes, then the memory; a pool still on the
+ * refilled stack (a put queued it after its last recv ended) is freed by the
+ * walk that takes it off. Its consumer's put came before the free that led
+ * here (one thread, then the command queue), so queued is final now. */
 static void destroy(amio_poller *p, amio_pool *pool)
 {
 	amio_pool **link = &p->pools;
@@ -131,9 +211,13 @@ static void destroy(amio_poller *p, amio_pool *pool)
 		link = &(*link)->next_all;
 	if (*link)
 		*link = pool->next_all;
-	if (pool->registered) {
+	if (pool->registered)
 		amio__backend_pool_del(p, pool);
-		p->bgids[pool->bgid / 64] &= ~(UINT64_C(1) << (pool->bgid % 64));
+	pool->registered = false;
+	give_bgid(p, pool->bgid);
+	if (ck_pr_load_32(&pool->queued)) {
+		pool->dead = true;
+		return;
 	}
 	pool_release_memory(pool);
 }
@@ -143,7 +227,9 @@ int amio_pool_free(amio_pool *pool)
 	struct amio__cmd c = {.op = AMIO__OP_POOL_FREE};
 	int rc;
 
-	if (!pool)
+	/* freed catches a second free until the poll thread applies the first
+	 * (after that the handle is gone: amio.h). */
+	if (!pool || ck_pr_load_32(&pool->freed))
 		return -EINVAL;
 	/* Every recv ended (its DONE made, so its buffers were all reaped),
 	 * and every buffer the kernel took is back. */
@@ -166,41 +252,93 @@ int amio_pool_free(amio_pool *pool)
 
 /* ---- Poll thread ----------------------------------------------------------- */
 
-static int take_bgid(amio_poller *p)
-{
-	for (uint32_t w = 0; w < 1024; w++)
-		if (~p->bgids[w]) {
-			int b = __builtin_ctzll(~p->bgids[w]);
-
-			p->bgids[w] |= UINT64_C(1) << b;
-			return (int)(w * 64 + (uint32_t)b);
-		}
-	return -ENOSPC;
-}
-
 void amio__pool_apply(amio_poller *p, const struct amio__cmd *c)
 {
 	amio_pool *pool = c->data;
-	int bgid;
 
-	if (c->op == AMIO__OP_POOL_FREE) {
+	if (c->op == AMIO__OP_POOL_FREE)
 		destroy(p, pool);
-		return;
-	}
-	pool->next_all = p->pools;
-	p->pools = pool;
-	pool->applied = true;
-	bgid = take_bgid(p);
-	if (bgid < 0) {
-		pool->err = bgid; /* its recvs end with -ENOSPC */
-		return;
-	}
-	pool->bgid = (uint16_t)bgid;
-	pool->err = amio__backend_pool_add(p, pool);
-	if (pool->err == 0)
-		pool->registered = true;
 	else
-		p->bgids[bgid / 64] &= ~(UINT64_C(1) << (bgid % 64));
+		(void)pool_register(p, pool); /* a failure: its recvs end with it */
+}
+
+uint32_t amio__pool_available(amio_poller *p, const amio_pool *pool)
+{
+	uint16_t tail = io_uring_smp_load_acquire(&pool->br->tail);
+	uint64_t out = ck_pr_load_64(&pool->taken) - ck_pr_load_64(&pool->returned);
+
+	/* epoll takes from the ring itself and knows its head; the kernel's
+	 * head is not shown (before 6.8), so count what it took and we got
+	 * back: an upper bound (a buffer taken for a CQE not reaped yet is
+	 * counted as free; its recv starves again, no more). */
+	uint32_t free_now = p->be.ops->enter_to_peek ? (uint16_t)(tail - pool->ep_head)
+	                    : out >= pool->count     ? 0
+	                                             : pool->count - (uint32_t)out;
+
+	/* Less those promised to recvs woken and not heard from yet: waking
+	 * another for the same buffer only makes it starve again. */
+	return free_now > pool->waking ? free_now - pool->waking : 0;
+}
+
+void amio__pool_woken(amio_poller *p, amio_pool *pool, struct amio__io *io)
+{
+	if (!(io->state & AMIO__IO_WOKEN))
+		return;
+	io->state &= ~(uint32_t)AMIO__IO_WOKEN;
+	pool->waking--;
+	/* Its promised buffer may be free still (it ended, or an armed recv
+	 * took another): the next starved recv gets the turn. */
+	if (pool->starved_head && amio__pool_available(p, pool))
+		(void)amio__pool_queue_refill(pool);
+}
+
+void amio__pool_starve(amio_poller *p, amio_pool *pool, uint32_t slot)
+{
+	p->reg.ios[slot].next_starved = 0;
+	if (pool->starved_head)
+		p->reg.ios[pool->starved_tail].next_starved = slot;
+	else
+		pool->starved_head = slot;
+	pool->starved_tail = slot;
+	ck_pr_store_32(&pool->starved, 1);
+}
+
+void amio__pool_unstarve(amio_poller *p, amio_pool *pool, uint32_t slot)
+{
+	uint32_t *link = &pool->starved_head, prev = 0;
+
+	while (*link && *link != slot) {
+		prev = *link;
+		link = &p->reg.ios[*link].next_starved;
+	}
+	if (*link) {
+		*link = p->reg.ios[slot].next_starved;
+		if (pool->starved_tail == slot)
+			pool->starved_tail = prev;
+	}
+	/* Nobody waits: a put need not queue the pool (one that read starved
+	 * before this store queues it for nothing, which is harmless). */
+	if (!pool->starved_head)
+		ck_pr_store_32(&pool->starved, 0);
+}
+
+/* Re-arm as many starved recvs as buffers are free, oldest first: a put of
+ * one buffer wakes one recv, not every recv of the pool (all but one would
+ * find the ring empty again). */
+static void wake_starved(amio_poller *p, amio_pool *pool)
+{
+	uint32_t n = amio__pool_available(p, pool);
+
+	/* An orphan's recvs are ending: one ending may free it (maybe_free). */
+	while (!pool->orphan && n-- && pool->starved_head) {
+		uint32_t slot = pool->starved_head;
+		struct amio__io *io = &p->reg.ios[slot];
+
+		amio__pool_unstarve(p, pool, slot);
+		io->state = (io->state & ~(uint32_t)AMIO__IO_STARVED) | AMIO__IO_WOKEN;
+		pool->waking++;
+		amio__io_reconcile(p, &p->reg.entries[slot], slot);
+	}
 }
 
 void amio__pools_refilled(amio_poller *p)
@@ -210,22 +348,16 @@ void amio__pools_refilled(amio_poller *p)
 	if (!ck_pr_load_ptr(&p->refilled))
 		return;
 	for (pool = ck_pr_fas_ptr(&p->refilled, NULL); pool; pool = next) {
-		uint32_t slot;
-
 		next = pool->next_refilled;
-		ck_pr_store_32(&pool->queued, 0);
-		ck_pr_store_32(&pool->starved, 0);
-		/* Re-armed recvs that find the ring empty again starve again. */
-		slot = pool->starved_head;
-		pool->starved_head = 0;
-		while (slot) {
-			struct amio__io *io = &p->reg.ios[slot];
-			uint32_t next_slot = io->next_starved;
-
-			io->state &= ~(uint32_t)AMIO__IO_STARVED;
-			amio__io_reconcile(p, &p->reg.entries[slot], slot);
-			slot = next_slot;
-		}
+		/* queued 0 before the look at the ring (fas: a full barrier);
+		 * pairs with amio_pool_put's tail store, fence, starved load and
+		 * queued CAS: either we count its buffer, or it queues the pool
+		 * again. */
+		(void)ck_pr_fas_32(&pool->queued, 0);
+		if (pool->dead)
+			pool_release_memory(pool);
+		else
+			wake_starved(p, pool);
 	}
 }
 
@@ -251,9 +383,17 @@ void amio__pool_orphan(amio_poller *p, struct amio_registrar *r)
 
 void amio__pools_free_all(amio_poller *p)
 {
-	while (p->pools) {
-		amio_pool *pool = p->pools;
+	amio_pool *pool, *next;
 
+	/* The refilled stack first: it may hold dead pools (on no other list)
+	 * and links live ones through memory freed below. */
+	for (pool = ck_pr_fas_ptr(&p->refilled, NULL); pool; pool = next) {
+		next = pool->next_refilled;
+		if (pool->dead)
+			pool_release_memory(pool);
+	}
+	while (p->pools) {
+		pool = p->pools;
 		p->pools = pool->next_all;
 		/* The ring is going: no unregister needed, or possible from
 		 * this thread. */
