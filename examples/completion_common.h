@@ -110,10 +110,10 @@ static void *cc_poll_main(void *arg)
 	for (;;) {
 		int stop;
 
-		/* amio_poller_wait, not amio_poller_run: both deliver the
-		 * workers' inboxes, but run's stash re-filters the
-		 * notifications of our own accept when wait hands them out
-		 * and drops them (an amio bug in this version). 0: a stop. */
+		/* This thread is the poll thread and the consumer of its own
+		 * (Amy-mode) accept: amio_poller_wait returns the accept's
+		 * notifications and delivers the workers' inboxes in the same
+		 * call. 0: a stop. */
 		rc = amio_poller_wait(a->p, n, 64, -1);
 		if (rc < 0)
 			cc_die("amio_poller_wait", rc);

@@ -231,7 +231,11 @@ AMIO_API void amio_poller_free(amio_poller *p);
  * Apply queued commands, submit, and wait for notifications.
  * out: borrowed, room for cap notifications; never more than cap are
  * written: notifications that do not fit are returned by the next calls,
- * in order, none dropped. One notification per id per call (events or-ed).
+ * in order, none dropped. A readiness registration, timer or channel gives
+ * at most one notification per call (its events or-ed, as epoll does); an
+ * operation gives one per completion it reports, never merged (a multishot
+ * recv, one AMIO_RECV per buffer it lends; an accept, one per connection),
+ * then its AMIO_DONE.
  * timeout_ms: 0 = do not block, -1 = no limit. Internal wakeups (commands
  * arriving) never return early with nothing; EINTR is retried.
  * Notifications of inbox registrars are delivered to their inboxes (their
@@ -601,8 +605,10 @@ AMIO_API int amio_pool_free(amio_pool *pool);
  * connection, res = the new fd (O_NONBLOCK | O_CLOEXEC, now the receiver's
  * to close). The kernel ending the request is hidden (re-armed). Errors that
  * concern one connection (ECONNABORTED) are skipped; any other (-EMFILE,
- * -ENFILE, -ENOMEM, -EBADF, -EINVAL: not listening) ends the accept: one
- * AMIO_ACCEPT | AMIO_DONE with res = -errno. amio_cancel ends it with
+ * -ENFILE, -ENOMEM; -EINVAL once the socket stopped listening after the
+ * call, e.g. shutdown(2) of it) ends the accept: one AMIO_ACCEPT |
+ * AMIO_DONE with res = -errno. A socket not listening at the call is
+ * refused by the call itself (-EINVAL below, SO_ACCEPTCONN). amio_cancel ends it with
  * res = -ECANCELED. A consumer with no room (a full inbox, a small cap)
  * loses nothing: accepted connections are held in order, and from 32 held
  * the accept pauses (connections wait in the listen backlog) until it
