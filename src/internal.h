@@ -260,6 +260,7 @@ struct amio__io {
 	bool done_held;
 	uint32_t next_send; /* slot of the next send on the same fd (0: none) */
 	uint32_t next_starved;
+	uint32_t woken_epoch; /* recv: p->reap_epoch when a refill woke it (IO_WOKEN) */
 	uint16_t held_head, held_tail; /* recv: notes held, through pool->held[bid] */
 	uint32_t held_n;               /* recv and accept: notes held */
 	uint32_t acc_head;             /* accept: a ring of held fds: acc[], or */
@@ -304,9 +305,16 @@ struct amio_pool {
 	uint8_t *lent;     /* count: 1 while the consumer holds the buffer (reaped, not put) */
 	struct amio_pool *next_refilled; /* the poller's refilled stack (CAS push) */
 	struct amio_pool *next_all;      /* poll thread: live pools */
+	struct amio_pool **prev_all;     /* poll thread: the link to this one (O(1) unlink) */
 	uint32_t starved_head;           /* poll thread: recvs waiting, oldest first, by slot */
 	uint32_t starved_tail;           /* ... and the newest */
-	uint32_t waking;                 /* poll thread: recvs woken (IO_WOKEN) for a buffer */
+	/* Poll thread: buffers promised to recvs a refill woke, until they are
+	 * heard from or the poller reaped everything after submitting them
+	 * (amio__pools_reaped): a woken recv with nothing to read posts
+	 * nothing, and must not hold its buffer from the others for good. */
+	uint32_t waking;
+	struct amio_pool *next_waking; /* the poller's waking list */
+	bool on_waking;
 	struct amio__held {
 		int32_t res;
 		uint16_t next;
@@ -526,6 +534,8 @@ struct amio_poller {
 	uint32_t sendq_cap; /* fds below it can be sent on */
 	size_t sendq_len;
 	struct amio_pool *pools;
+	struct amio_pool *waking_pools; /* pools with buffers promised (pool.c) */
+	uint32_t reap_epoch;            /* reaps that emptied the CQ with nothing to submit */
 	uint64_t bgids[AMIO__POOL_GROUP_WORDS]; /* buffer group ids in use (CAS bitmap, any thread) */
 	bool enabled;
 	pthread_t poll_thread;
@@ -778,6 +788,9 @@ void amio__pool_unstarve(amio_poller *p, struct amio_pool *pool, uint32_t slot);
 uint32_t amio__pool_available(amio_poller *p, const struct amio_pool *pool);
 /* A woken recv's first completion (took the buffer, or not), or its end. */
 void amio__pool_woken(amio_poller *p, struct amio_pool *pool, struct amio__io *io);
+/* The CQ is empty and nothing waits to be submitted: woken recvs were heard
+ * from or have nothing to read; their promised buffers are free again. */
+void amio__pools_reaped(amio_poller *p);
 static inline void *amio__pool_buf(const struct amio_pool *pool, uint16_t bid)
 {
 	return pool->bufs + (size_t)bid * pool->size;

@@ -349,7 +349,7 @@ static int enable(amio_poller *p)
 static unsigned reap(amio_poller *p)
 {
 	struct amio__completion c[64];
-	unsigned total = 0, n;
+	unsigned total = 0, n, max;
 
 	/* One batch: timer ticks reaped together coalesce (timer.c). */
 	p->batch++;
@@ -371,6 +371,10 @@ static unsigned reap(amio_poller *p)
 		}
 		total += n;
 	} while (n == 64);
+	/* Emptied, with nothing left to submit: a recv a refill woke has
+	 * taken its buffer, or found nothing to read (pool.c). */
+	if (p->waking_pools && n < max && !amio__backend_sq_pending(p))
+		amio__pools_reaped(p);
 	return total;
 }
 

@@ -71,6 +71,7 @@ static void give_bgid(amio_poller *p, uint16_t bgid)
 }
 
 static void destroy(amio_poller *p, amio_pool *pool);
+static void unwake(amio_poller *p, amio_pool *pool);
 
 static amio_pool *pool_alloc(amio_registrar *r, uint32_t count, uint32_t size)
 {
@@ -105,6 +106,9 @@ static amio_pool *pool_alloc(amio_registrar *r, uint32_t count, uint32_t size)
 static int pool_register(amio_poller *p, amio_pool *pool)
 {
 	pool->next_all = p->pools;
+	if (p->pools)
+		p->pools->prev_all = &pool->next_all;
+	pool->prev_all = &p->pools;
 	p->pools = pool;
 	pool->applied = true;
 	pool->err = amio__backend_pool_add(p, pool);
@@ -205,12 +209,14 @@ bool amio__pool_queue_refill(amio_pool *pool)
  * here (one thread, then the command queue), so queued is final now. */
 static void destroy(amio_poller *p, amio_pool *pool)
 {
-	amio_pool **link = &p->pools;
-
-	while (*link && *link != pool)
-		link = &(*link)->next_all;
-	if (*link)
-		*link = pool->next_all;
+	if (pool->prev_all) {
+		*pool->prev_all = pool->next_all;
+		if (pool->next_all)
+			pool->next_all->prev_all = pool->prev_all;
+		pool->prev_all = NULL;
+	}
+	if (pool->on_waking)
+		unwake(p, pool);
 	if (pool->registered)
 		amio__backend_pool_del(p, pool);
 	pool->registered = false;
@@ -285,7 +291,8 @@ void amio__pool_woken(amio_poller *p, amio_pool *pool, struct amio__io *io)
 	if (!(io->state & AMIO__IO_WOKEN))
 		return;
 	io->state &= ~(uint32_t)AMIO__IO_WOKEN;
-	pool->waking--;
+	if (io->woken_epoch == p->reap_epoch && pool->waking)
+		pool->waking--; /* else amio__pools_reaped let its promise go */
 	/* Its promised buffer may be free still (it ended, or an armed recv
 	 * took another): the next starved recv gets the turn. */
 	if (pool->starved_head && amio__pool_available(p, pool))
@@ -336,9 +343,42 @@ static void wake_starved(amio_poller *p, amio_pool *pool)
 
 		amio__pool_unstarve(p, pool, slot);
 		io->state = (io->state & ~(uint32_t)AMIO__IO_STARVED) | AMIO__IO_WOKEN;
+		io->woken_epoch = p->reap_epoch;
 		pool->waking++;
+		if (!pool->on_waking) {
+			pool->on_waking = true;
+			pool->next_waking = p->waking_pools;
+			p->waking_pools = pool;
+		}
 		amio__io_reconcile(p, &p->reg.entries[slot], slot);
 	}
+}
+
+void amio__pools_reaped(amio_poller *p)
+{
+	amio_pool *pool = p->waking_pools, *next;
+
+	p->reap_epoch++;
+	p->waking_pools = NULL;
+	for (; pool; pool = next) {
+		next = pool->next_waking;
+		pool->on_waking = false;
+		pool->waking = 0;
+		if (!pool->orphan && pool->starved_head && amio__pool_available(p, pool))
+			(void)amio__pool_queue_refill(pool);
+	}
+}
+
+/* Poll thread: off the waking list (a pool being destroyed). */
+static void unwake(amio_poller *p, amio_pool *pool)
+{
+	amio_pool **link = &p->waking_pools;
+
+	while (*link && *link != pool)
+		link = &(*link)->next_waking;
+	if (*link)
+		*link = pool->next_waking;
+	pool->on_waking = false;
 }
 
 void amio__pools_refilled(amio_poller *p)

@@ -734,13 +734,65 @@ START_TEST(a_returned_buffer_wakes_one_starved_recv_oldest_first)
 }
 END_TEST
 
+/* A recv a returned buffer wakes may have nothing to read: it posts nothing,
+ * and must not keep the buffer from the next starved recv. A's only chunk
+ * is held, so A starves with nothing more to read; B starves with bytes
+ * waiting; A's buffer comes back: B gets it. */
+START_TEST(a_woken_recv_with_nothing_to_read_does_not_keep_the_buffer)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	int a[2], b[2], na = 0, nb = 0, nheld = 0;
+	int64_t ida, idb, end;
+	void *held[8];
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 1, 8, &pool), 0);
+	t_tcp_pair(a);
+	t_tcp_pair(b);
+	ck_assert_int_eq(write(a[0], "aaaaaaaa", 8), 8);
+	ida = amio_recv(r, a[1], pool, &na);
+	ck_assert_int_eq(take_quiet(p, 50, held, &nheld, NULL), 1);
+	ck_assert_int_eq(na, 1);
+	ck_assert_int_eq(write(b[0], "bbbbbbbb", 8), 8);
+	idb = amio_recv(r, b[1], pool, &nb);
+	ck_assert_int_eq(take_quiet(p, 50, held, &nheld, NULL), 0);
+	ck_assert_int_eq(amio_pool_put(pool, held[--nheld]), 0);
+	end = t_now_ms() + 5000;
+	while (nb == 0) {
+		ck_assert_msg(t_now_ms() < end, "B never got the buffer A's recv was woken for");
+		(void)take_quiet(p, 0, held, &nheld, NULL);
+	}
+	ck_assert_int_eq(na, 1);
+	ck_assert_int_eq(amio_pool_put(pool, held[--nheld]), 0);
+	ck_assert_int_eq(amio_cancel(r, (uint64_t)ida), 0);
+	ck_assert_int_eq(amio_cancel(r, (uint64_t)idb), 0);
+	for (int done = 0; done < 2;) {
+		amio_notification n[4];
+		int rc = amio_poller_wait(p, n, 4, 20);
+
+		ck_assert_int_ge(rc, 0);
+		for (int k = 0; k < rc; k++)
+			done += (n[k].events & AMIO_DONE) != 0;
+	}
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	close(a[0]);
+	close(a[1]);
+	close(b[0]);
+	close(b[1]);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
 	Suite *s = suite_create("pool");
 	TCase *tc;
 
 	tc = tcase_create("lifetime");
-	tcase_set_timeout(tc, 120);
+	tcase_set_timeout(tc, 300);
 	tcase_add_loop_test(tc, a_pool_freed_after_its_starved_recv_ended_is_not_refilled, 0, 2);
 	tcase_add_test(tc, an_inbox_consumer_frees_a_pool_right_after_its_last_put);
 	tcase_add_test(tc, a_pool_freed_but_not_yet_applied_refuses_a_second_free_and_recvs);
@@ -752,6 +804,7 @@ static Suite *pool_suite(void)
 	tcase_add_test(tc, puts_of_buffers_not_lent_are_refused);
 	tcase_add_loop_test(tc, a_random_walk_over_pools_keeps_every_byte_and_every_answer, 0, 3);
 	tcase_add_test(tc, a_returned_buffer_wakes_one_starved_recv_oldest_first);
+	tcase_add_test(tc, a_woken_recv_with_nothing_to_read_does_not_keep_the_buffer);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("fds");
