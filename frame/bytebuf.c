@@ -34,22 +34,24 @@ static void compact(struct amio__bytebuf *b)
 	b->end = live;
 }
 
-/* Reallocates to hold at least `needed` bytes, never past the limit: at
- * least doubling, so units that grow in small steps (lines, queued frames)
- * cost O(log n) copies, but no more than `needed` when that is larger (a
- * frame header says exactly what it needs). Only live bytes are copied. */
-static int grow(struct amio__bytebuf *b, size_t needed)
+/* Reallocates to hold at least `needed` bytes, never past `most` (<= the
+ * limit): at least doubling, so units that grow in small steps (lines,
+ * queued frames) cost O(log n) copies, but no more than `needed` when that
+ * is larger (a frame header says exactly what it needs). Only live bytes
+ * are copied. */
+static int grow(struct amio__bytebuf *b, size_t needed, size_t most)
 {
 	size_t live = b->end - b->start;
 	size_t cap = AMIO__BYTEBUF_INITIAL;
 	unsigned char *data;
 
+	assert(needed <= most && most <= b->limit);
 	if (b->cap)
-		cap = b->cap <= b->limit / 2 ? b->cap * 2 : b->limit;
+		cap = b->cap <= most / 2 ? b->cap * 2 : most;
 	if (cap < needed)
 		cap = needed;
-	if (cap > b->limit)
-		cap = b->limit;
+	if (cap > most)
+		cap = most;
 	data = malloc(cap);
 	if (!data)
 		return -ENOMEM;
@@ -92,25 +94,32 @@ void amio__bytebuf_shrink(struct amio__bytebuf *b, size_t keep)
 	b->end = live;
 }
 
-int amio__bytebuf_reserve(struct amio__bytebuf *b, size_t room)
+/* amio__bytebuf_reserve() for a unit that may grow the buffer only up to
+ * `most` bytes. */
+static int reserve_upto(struct amio__bytebuf *b, size_t room, size_t most)
 {
 	size_t live = b->end - b->start;
 
-	assert(room <= b->limit - live); /* callers bound their units by the limit */
+	assert(room <= most - live); /* callers bound their units by `most` */
 	if (b->cap - b->end >= room)
 		return 0;
 	if (live + room <= b->cap) {
 		compact(b);
 		return 0;
 	}
-	return grow(b, live + room);
+	return grow(b, live + room, most);
+}
+
+int amio__bytebuf_reserve(struct amio__bytebuf *b, size_t room)
+{
+	return reserve_upto(b, room, b->limit);
 }
 
 /* Free tail bytes after making what room the unit at the front allows:
  * > 0 room, 0 = full of complete units (hand them out first), -errno. */
 static ssize_t make_room(struct amio__bytebuf *b, amio__bytebuf_need_fn *need, void *owner)
 {
-	size_t live;
+	size_t live, most = b->limit;
 	ssize_t want;
 	int r;
 
@@ -122,7 +131,7 @@ static ssize_t make_room(struct amio__bytebuf *b, amio__bytebuf_need_fn *need, v
 	if (b->cap == 0) {
 		want = 1; /* first use: grow() allocates the initial size */
 	} else {
-		want = need(owner);
+		want = need(owner, &most);
 		if (want < 0)
 			return want;
 		if (want == 0 && b->start == 0)
@@ -130,7 +139,7 @@ static ssize_t make_room(struct amio__bytebuf *b, amio__bytebuf_need_fn *need, v
 		/* A complete unit after handed-out bytes: compacting is enough. */
 		want = want == 0 ? (ssize_t)(live + 1) : want;
 	}
-	r = amio__bytebuf_reserve(b, (size_t)want - live);
+	r = reserve_upto(b, (size_t)want - live, most);
 	if (r < 0)
 		return r;
 	return (ssize_t)(b->cap - b->end);

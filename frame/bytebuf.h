@@ -12,10 +12,13 @@
 /*
  * Asked by fill/feed when the tail is full: what does the unit (frame, line)
  * starting at b->start need? Returns 0 if it is complete (hand it out before
- * buffering more), the total bytes it needs (> what is buffered, <= limit),
- * or -errno to stop (the owner records sticky errors itself).
+ * buffering more), the total bytes it needs (> what is buffered, <= *most),
+ * or -errno to stop (the owner records sticky errors itself). *most comes in
+ * as the limit; the owner may lower it (not below the need) for a unit that
+ * must not use all of it, and growing for this unit then stops there instead
+ * of doubling past it: a line never exceeds max_line.
  */
-typedef ssize_t amio__bytebuf_need_fn(void *owner);
+typedef ssize_t amio__bytebuf_need_fn(void *owner, size_t *most);
 
 void amio__bytebuf_init(struct amio__bytebuf *b, size_t limit);
 void amio__bytebuf_destroy(struct amio__bytebuf *b);

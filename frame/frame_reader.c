@@ -16,13 +16,15 @@ static uint32_t load_be32(const unsigned char *p)
 /* The bytebuf need function, also the parser: 0 = a complete frame starts the
  * buffer, > 0 = bytes the frame at the front needs in total, -EMSGSIZE. The
  * oversized header is found before any of its payload makes the buffer grow,
- * since growing asks this function first. */
-static ssize_t frame_need(void *owner)
+ * since growing asks this function first. Any frame may use the whole limit
+ * (most is left alone). */
+static ssize_t frame_need(void *owner, size_t *most)
 {
 	struct amio_frame_reader *fr = owner;
 	size_t avail = amio__bytebuf_len(&fr->buf);
 	uint32_t len;
 
+	(void)most;
 	if (fr->err)
 		return fr->err;
 	if (avail < HDR)
@@ -67,7 +69,7 @@ ssize_t amio_frame_reader_read(struct amio_frame_reader *fr, int fd)
 			return n;
 	}
 	/* EOF is news only once no complete frame is waiting in front of it. */
-	need = frame_need(fr);
+	need = frame_need(fr, NULL);
 	if (need < 0)
 		return need;
 	return need == 0 ? -ENOBUFS : 0;
@@ -82,7 +84,7 @@ ssize_t amio_frame_reader_feed(struct amio_frame_reader *fr, const void *buf, si
 
 int amio_frame_reader_next(struct amio_frame_reader *fr, struct iovec *frame)
 {
-	ssize_t need = frame_need(fr);
+	ssize_t need = frame_need(fr, NULL);
 	unsigned char *head;
 	size_t len;
 
@@ -105,7 +107,7 @@ int amio_frame_reader_next(struct amio_frame_reader *fr, struct iovec *frame)
 
 ssize_t amio_frame_reader_missing(struct amio_frame_reader *fr)
 {
-	ssize_t need = frame_need(fr);
+	ssize_t need = frame_need(fr, NULL);
 
 	/* need is the front frame's total, and more than is buffered. */
 	return need <= 0 ? need : need - (ssize_t)amio__bytebuf_len(&fr->buf);

@@ -7,14 +7,30 @@
 
 #include "bytebuf.h"
 
+/* The most the buffer holds for lines, in bytes: max_line, or the first block
+ * (4 KiB, or the limit if smaller) if that is larger. A max_take above a short
+ * max_line thus keeps a first block that one read can fill with many lines,
+ * and giving memory back after a take does not free it on every read. Only a
+ * take may need more. */
+static size_t line_cap(const struct amio_line_reader *lr)
+{
+	size_t initial =
+	    AMIO__BYTEBUF_INITIAL < lr->buf.limit ? AMIO__BYTEBUF_INITIAL : lr->buf.limit;
+
+	return lr->max_line > initial ? lr->max_line : initial;
+}
+
 /* The bytebuf need function, also the parser: 0 = a complete unit starts the
  * buffer (a line: lr->scanned is the offset of its '\n'; or the lr->take
  * bytes a take() is waiting for); > 0 = bytes wanted (a pending take names
  * its size; lines announce none, so one more than buffered); -EMSGSIZE.
  * lr->scanned remembers how far the search got, so bytes are searched only
  * once however the line arrives. A pending take is checked first: its bytes
- * are not a line and may hold no '\n' for far longer than max_line. */
-static ssize_t line_need(void *owner)
+ * are not a line and may hold no '\n' for far longer than max_line.
+ * *most keeps the buffer within what the contract allows: line_cap() for a
+ * line (doubling would otherwise overshoot max_line), and a take beyond it
+ * gets exactly its size. */
+static ssize_t line_need(void *owner, size_t *most)
 {
 	struct amio_line_reader *lr = owner;
 	size_t avail = amio__bytebuf_len(&lr->buf);
@@ -23,8 +39,12 @@ static ssize_t line_need(void *owner)
 
 	if (lr->err)
 		return lr->err;
-	if (lr->take)
-		return avail >= lr->take ? 0 : (ssize_t)lr->take;
+	if (lr->take) {
+		if (avail >= lr->take)
+			return 0;
+		*most = lr->take > line_cap(lr) ? lr->take : line_cap(lr);
+		return (ssize_t)lr->take;
+	}
 	if (lr->scanned < lim) {
 		head = amio__bytebuf_head(&lr->buf);
 		nl = memchr(head + lr->scanned, '\n', lim - lr->scanned);
@@ -38,6 +58,7 @@ static ssize_t line_need(void *owner)
 		lr->err = -EMSGSIZE; /* max_line bytes and no '\n' among them */
 		return lr->err;
 	}
+	*most = line_cap(lr); /* >= max_line > avail */
 	return (ssize_t)(avail + 1);
 }
 
@@ -46,20 +67,19 @@ static size_t limit_of(const struct amio_line_reader *lr)
 	return lr->max_line > lr->max_take ? lr->max_line : lr->max_take;
 }
 
-/* Before read/feed, where views die anyway: a buffer grown past max_line for
- * a take() that has been handed out goes back to the initial size. Only when
- * what is left fits in max_line, so the copy is small (shrinking a buffer
- * full of pipelined lines on every read would copy it again and again); not
- * while a take is pending, which would only grow it back. */
+/* Before read/feed, where views die anyway: a buffer grown for a take() that
+ * has been handed out goes back to line_cap(), or to the size of a take now
+ * pending if that is larger (the memory of an earlier, larger take is more
+ * than it needs; one that needs all of it keeps it). Only when what is left
+ * fits, so the copy is small: shrinking a buffer full of pipelined lines on
+ * every read would copy it again and again. */
 static void shrink_after_take(struct amio_line_reader *lr)
 {
-	/* Never below the initial size either: with a small max_line, an empty
-	 * buffer would otherwise be freed and reallocated on every read. */
-	size_t keep = AMIO__BYTEBUF_INITIAL < lr->buf.limit ? AMIO__BYTEBUF_INITIAL : lr->buf.limit;
+	size_t keep = line_cap(lr);
 
-	if (keep < lr->max_line)
-		keep = lr->max_line;
-	if (lr->buf.cap > keep && !lr->take)
+	if (keep < lr->take)
+		keep = lr->take;
+	if (lr->buf.cap > keep)
 		amio__bytebuf_shrink(&lr->buf, keep);
 }
 
@@ -99,6 +119,7 @@ void amio_line_reader_destroy(struct amio_line_reader *lr)
 
 ssize_t amio_line_reader_read(struct amio_line_reader *lr, int fd)
 {
+	size_t most; /* unused: nothing grows here */
 	ssize_t n, need;
 
 	lr->buf.drained = 0; /* fill() sets it; every other way out is "not drained" */
@@ -112,7 +133,7 @@ ssize_t amio_line_reader_read(struct amio_line_reader *lr, int fd)
 	}
 	/* At EOF every buffered byte is a line to hand out (the last one may
 	 * lack its '\n'); EOF is news only once they are all gone. */
-	need = line_need(lr);
+	need = line_need(lr, &most);
 	if (need < 0)
 		return need;
 	return amio__bytebuf_len(&lr->buf) > 0 ? -ENOBUFS : 0;
@@ -128,11 +149,11 @@ ssize_t amio_line_reader_feed(struct amio_line_reader *lr, const void *buf, size
 
 int amio_line_reader_next(struct amio_line_reader *lr, struct iovec *line)
 {
+	size_t len, most; /* most unused: nothing grows here */
 	ssize_t need;
-	size_t len;
 
 	lr->take = 0; /* asking for a line abandons a pending take() */
-	need = line_need(lr);
+	need = line_need(lr, &most);
 	if (need < 0)
 		return (int)need;
 	if (need == 0)

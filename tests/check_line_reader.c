@@ -880,6 +880,310 @@ START_TEST(test_shrink_keeps_buffered_bytes_and_a_big_idle_buffer_is_given_back)
 }
 END_TEST
 
+/* --- capacity: max_line bounds a line's buffer, only a take may exceed it ------- */
+
+/* What frame.h allows the buffer while no take needs more: max_line, or the
+ * first block (4 KiB, or the buffer limit if smaller) if that is larger. */
+static size_t line_bound(size_t max_line, size_t max_take)
+{
+	size_t limit = max_line > max_take ? max_line : max_take;
+	size_t first = limit < 4096 ? limit : 4096;
+
+	return max_line > first ? max_line : first;
+}
+
+/* Feeds p in pieces of at most `piece` bytes, or, with fd >= 0, sends each
+ * piece to fd's peer `peer` and reads until EAGAIN; after every call the
+ * capacity must be within bound. Returns bytes taken by the last call, or
+ * the first result that stopped it (-EMSGSIZE, -ENOBUFS: a complete line
+ * fills the buffer). */
+static ssize_t deliver_checked(struct amio_line_reader *lr, int fd, int peer,
+                               const unsigned char *p, size_t len, size_t piece, size_t bound,
+                               const char *what)
+{
+	ssize_t n = 0;
+
+	while (len > 0) {
+		size_t k = len < piece ? len : piece;
+
+		if (fd >= 0)
+			fu_send_all(peer, p, k);
+		do {
+			n = fd >= 0 ? amio_line_reader_read(lr, fd)
+			            : amio_line_reader_feed(lr, p, k);
+			FU_CHECK(amio_line_reader_capacity(lr) <= bound,
+			         "%s: capacity %zu > %zu after %zd", what,
+			         amio_line_reader_capacity(lr), bound, n);
+		} while (fd >= 0 && n > 0);
+		if (fd >= 0 && n == -EAGAIN)
+			n = (ssize_t)k; /* all of the piece is in */
+		if (n <= 0)
+			return n;
+		p += n;
+		len -= (size_t)n;
+	}
+	return n;
+}
+
+/* A line of exactly max_line bytes, then one of max_line + 1; fed or read
+ * in pieces of `piece` bytes. */
+static void edge_lines(size_t max_line, size_t max_take, size_t piece, int over_socket)
+{
+	const size_t bound = line_bound(max_line, max_take);
+	struct amio_line_reader lr;
+	unsigned char *line = malloc(max_line + 1);
+	struct iovec l;
+	char what[128];
+	ssize_t n;
+	int sv[2] = {-1, -1};
+
+	snprintf(what, sizeof(what), "max_line %zu max_take %zu, %s in pieces of %zu", max_line,
+	         max_take, over_socket ? "read" : "fed", piece);
+	ck_assert_ptr_nonnull(line);
+	memset(line, 'x', max_line + 1);
+	line[max_line - 1] = '\n';
+	if (over_socket)
+		fu_socketpair(sv);
+	ck_assert_int_eq(amio_line_reader_init(&lr, max_line), 0);
+	ck_assert_int_eq(amio_line_reader_set_max_take(&lr, max_take), 0);
+	n = deliver_checked(&lr, sv[0], sv[1], line, max_line, piece, bound, what);
+	ck_assert_msg(n > 0 || n == -ENOBUFS, "%s: a line of max_line gave %zd", what, n);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l), 1);
+	fu_assert_bytes(l.iov_base, l.iov_len, line, max_line, "line", max_line);
+	/* One byte more: max_line bytes without '\n' break the stream. */
+	line[max_line - 1] = 'x';
+	line[max_line] = '\n';
+	deliver_checked(&lr, sv[0], sv[1], line, max_line + 1, piece, bound, what);
+	ck_assert_int_eq(amio_line_reader_next(&lr, &l), -EMSGSIZE);
+	ck_assert_uint_le(amio_line_reader_capacity(&lr), bound);
+	amio_line_reader_destroy(&lr);
+	if (over_socket) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	free(line);
+}
+
+START_TEST(test_a_line_of_max_line_bytes_never_grows_the_buffer_past_max_line_or_4_kib)
+{
+	/* Around the first block and its doublings, and issue 18's 10000. */
+	static const size_t lines[] = {1,    100,  4095, 4096,  4097, 5000,
+	                               8191, 8192, 8193, 10000, 65537};
+	size_t i, j;
+
+	for (i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		/* max_take below, at and far above max_line: only a take may use it. */
+		const size_t takes[] = {0, lines[i], 1u << 20};
+
+		for (j = 0; j < 3; j++) {
+			edge_lines(lines[i], takes[j], 7, 0);
+			edge_lines(lines[i], takes[j], lines[i] + 1, 0);
+			edge_lines(lines[i], takes[j], 1000, 1);
+		}
+	}
+}
+END_TEST
+
+/* A random stream of lines and takes (a plan) and what a consumer has seen of
+ * it, for the capacity contract over many sizes. */
+enum { U_LINE, U_TAKE, U_LONG, PLAN_UNITS = 24 };
+
+struct unit {
+	int kind; /* U_LONG: max_line bytes without '\n', then one: -EMSGSIZE */
+	size_t off, len;
+};
+
+struct plan {
+	unsigned char *bytes;
+	size_t len, n, max_line, max_take;
+	struct unit u[PLAN_UNITS];
+};
+
+struct cursor {
+	size_t k;    /* units handed out */
+	int pending; /* take(u[k].len) said 0: the take is pending */
+	int broken;  /* the U_LONG line gave -EMSGSIZE */
+};
+
+/* One of the sizes that sit on a boundary, or a random one in [lo, hi]. */
+static size_t pick_size(uint64_t *rng, size_t lo, size_t hi, size_t edge)
+{
+	switch (fu_rand(rng) % 4) {
+	case 0:
+		return hi;
+	case 1:
+		return edge >= lo && edge <= hi ? edge : lo;
+	default:
+		return lo + (size_t)(fu_rand(rng) % (hi - lo + 1));
+	}
+}
+
+static void plan_add(struct plan *pl, int kind, size_t len, uint64_t *rng)
+{
+	struct unit *u = &pl->u[pl->n++];
+	size_t i;
+
+	*u = (struct unit){kind, pl->len, kind == U_LONG ? pl->max_line + 1 : len};
+	for (i = 0; i < u->len; i++) {
+		unsigned char c = (unsigned char)fu_rand(rng);
+
+		/* Lines hold no '\n' but the last byte; a take's bytes may. */
+		pl->bytes[pl->len++] = kind != U_TAKE && c == '\n' ? 'n' : c;
+	}
+	if (kind != U_TAKE)
+		pl->bytes[pl->len - 1] = '\n';
+}
+
+/* max_line around the doublings of the first 4 KiB block or random, max_take
+ * below, at or above it; then lines and takes of boundary and random sizes. */
+static void plan_make(struct plan *pl, uint64_t *rng)
+{
+	static const size_t edges[] = {1, 2, 64, 4095, 4096, 4097, 5000, 8191, 8193, 10000, 65537};
+	const size_t ne = sizeof(edges) / sizeof(edges[0]);
+	size_t i, lb, n = 4 + (size_t)(fu_rand(rng) % (PLAN_UNITS - 4));
+
+	pl->max_line = fu_rand(rng) % 2 ? edges[fu_rand(rng) % ne] : 1 + fu_rand(rng) % 70000;
+	switch (fu_rand(rng) % 4) {
+	case 0:
+		pl->max_take = pl->max_line;
+		break;
+	case 1:
+		pl->max_take = (size_t)(fu_rand(rng) % pl->max_line);
+		break;
+	default:
+		pl->max_take = pl->max_line + 1 + (size_t)(fu_rand(rng) % 100000);
+	}
+	lb = line_bound(pl->max_line, pl->max_take);
+	pl->bytes = malloc(PLAN_UNITS * (lb + pl->max_take + 2));
+	ck_assert_ptr_nonnull(pl->bytes);
+	pl->len = pl->n = 0;
+	for (i = 0; i < n - 1; i++) {
+		if (fu_rand(rng) % 2)
+			plan_add(pl, U_LINE, pick_size(rng, 1, pl->max_line, 4097), rng);
+		else
+			plan_add(pl, U_TAKE, pick_size(rng, 0, pl->max_take, lb + 1), rng);
+	}
+	if (fu_rand(rng) % 2)
+		plan_add(pl, U_LONG, 0, rng);
+	else
+		plan_add(pl, U_LINE, pick_size(rng, 1, pl->max_line, 4097), rng);
+}
+
+/* Hands out units while they are complete, as a RESP parser would. */
+static void consume(struct amio_line_reader *lr, const struct plan *pl, struct cursor *cur)
+{
+	struct iovec v;
+	int r;
+
+	while (cur->k < pl->n && !cur->broken) {
+		const struct unit *u = &pl->u[cur->k];
+
+		if (u->kind == U_TAKE)
+			r = amio_line_reader_take(lr, u->len, &v);
+		else
+			r = amio_line_reader_next(lr, &v);
+		cur->pending = u->kind == U_TAKE && r == 0;
+		if (r == 0)
+			return;
+		if (u->kind == U_LONG) {
+			FU_CHECK(r == -EMSGSIZE, "unit %zu: a line over max_line gave %d", cur->k,
+			         r);
+			cur->broken = 1;
+			return;
+		}
+		FU_CHECK(r == 1, "unit %zu (kind %d, %zu bytes): %d", cur->k, u->kind, u->len, r);
+		fu_assert_bytes(v.iov_base, v.iov_len, pl->bytes + u->off, u->len, "unit", cur->k);
+		cur->k++;
+	}
+}
+
+/* One feed or read, then the contract: within line_bound() unless a take was
+ * pending, and then within the larger of that and the take. */
+static ssize_t step(struct amio_line_reader *lr, const struct plan *pl, struct cursor *cur, int fd,
+                    const unsigned char *p, size_t len)
+{
+	size_t take = cur->pending ? pl->u[cur->k].len : 0;
+	size_t bound = line_bound(pl->max_line, pl->max_take);
+	ssize_t n = fd >= 0 ? amio_line_reader_read(lr, fd) : amio_line_reader_feed(lr, p, len);
+
+	if (take > bound)
+		bound = take;
+	FU_CHECK(amio_line_reader_capacity(lr) <= bound,
+	         "max_line %zu max_take %zu, unit %zu, pending take %zu (0: none): %s gave %zd and "
+	         "capacity %zu > %zu",
+	         pl->max_line, pl->max_take, cur->k, take, fd >= 0 ? "read" : "feed", n,
+	         amio_line_reader_capacity(lr), bound);
+	FU_CHECK(n >= 0 || n == -EAGAIN || n == -ENOBUFS ||
+	             (n == -EMSGSIZE && pl->u[cur->k].kind == U_LONG),
+	         "unit %zu: %s gave %zd", cur->k, fd >= 0 ? "read" : "feed", n);
+	return n;
+}
+
+/* Delivers one piece of the stream (fed, or sent to sv[1] and read from
+ * sv[0]), handing out units between calls, until all of it is in. */
+static void deliver(struct amio_line_reader *lr, const struct plan *pl, struct cursor *cur,
+                    const int *sv, const unsigned char *p, size_t len)
+{
+	size_t before;
+	ssize_t n;
+
+	if (sv)
+		fu_send_all(sv[1], p, len);
+	for (;;) {
+		before = cur->k;
+		n = step(lr, pl, cur, sv ? sv[0] : -1, p, len);
+		if (!sv && n > 0) {
+			p += n;
+			len -= (size_t)n;
+		}
+		consume(lr, pl, cur);
+		if (cur->broken || (sv ? n == -EAGAIN : len == 0))
+			return;
+		FU_CHECK(n > 0 || cur->k > before, "unit %zu: no progress (%zd)", cur->k, n);
+	}
+}
+
+START_TEST(test_the_buffer_stays_within_max_line_unless_a_pending_take_needs_more)
+{
+	uint64_t rng = fu_seed("line reader capacity");
+	int round;
+
+	for (round = 0; round < 300; round++) {
+		/* Largest pieces: a line or take arrives in one call or in many;
+		 * a socket gets no 7-byte pieces (a syscall each, 300 rounds). */
+		static const size_t pieces[] = {7, 100, 1000, 5000, 70000};
+		struct amio_line_reader lr;
+		struct cursor cur = {0};
+		struct plan pl;
+		size_t off = 0, piece;
+		int sv[2], over_socket = (int)(fu_rand(&rng) % 2);
+
+		plan_make(&pl, &rng);
+		piece = pieces[over_socket + (int)(fu_rand(&rng) % (5 - over_socket))];
+		if (over_socket)
+			fu_socketpair(sv);
+		ck_assert_int_eq(amio_line_reader_init(&lr, pl.max_line), 0);
+		ck_assert_int_eq(amio_line_reader_set_max_take(&lr, pl.max_take), 0);
+		consume(&lr, &pl, &cur); /* a take first is pending before any byte */
+		while (off < pl.len && !cur.broken) {
+			size_t len = 1 + (size_t)(fu_rand(&rng) % piece);
+
+			len = len < pl.len - off ? len : pl.len - off;
+			deliver(&lr, &pl, &cur, over_socket ? sv : NULL, pl.bytes + off, len);
+			off += len;
+		}
+		FU_CHECK(cur.k == pl.n || cur.broken, "round %d: %zu of %zu units", round, cur.k,
+		         pl.n);
+		amio_line_reader_destroy(&lr);
+		free(pl.bytes);
+		if (over_socket) {
+			close(sv[0]);
+			close(sv[1]);
+		}
+	}
+}
+END_TEST
+
 /* --- drained: the read(2) an edge-triggered caller may skip --------------------- */
 
 START_TEST(test_drained_says_whether_read_2_said_eagain)
@@ -968,6 +1272,11 @@ static Suite *line_reader_suite(void)
 	tc = fu_tcase(s, "take_memory", 60);
 	tcase_add_test(tc, test_a_16_mib_value_is_taken_whole_and_its_memory_given_back_after_it);
 	tcase_add_test(tc, test_shrink_keeps_buffered_bytes_and_a_big_idle_buffer_is_given_back);
+
+	tc = fu_tcase(s, "capacity", 120);
+	tcase_add_test(tc,
+	               test_a_line_of_max_line_bytes_never_grows_the_buffer_past_max_line_or_4_kib);
+	tcase_add_test(tc, test_the_buffer_stays_within_max_line_unless_a_pending_take_needs_more);
 
 	tc = fu_tcase(s, "drained", 10);
 	tcase_add_test(tc, test_drained_says_whether_read_2_said_eagain);

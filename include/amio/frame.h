@@ -356,7 +356,9 @@ AMIO_API size_t amio_frame_writer_queued(const struct amio_frame_writer *fw);
 /*
  * Prepares lr to read lines of at most max_line bytes, '\n' included. The
  * buffer starts at 4 KiB (or max_line if smaller) on first use and doubles
- * while a line is longer, never beyond max_line.
+ * while a line is longer, never beyond max_line. Only a take() may make it
+ * larger (see amio_line_reader_set_max_take(), which also lets the first
+ * block be up to 4 KiB when max_line is smaller).
  * Returns: 0, or -EINVAL if max_line is 0.
  * Ownership: lr is caller storage, retained until amio_line_reader_destroy().
  * Thread: one thread at a time.
@@ -366,9 +368,11 @@ AMIO_API int amio_line_reader_init(struct amio_line_reader *lr, size_t max_line)
 /*
  * Sets the largest n amio_line_reader_take() accepts, in bytes.
  * It is max_line until set. The buffer may grow to the larger of max_line and
- * max_take, but only while a take needs it: once its bytes are handed out,
- * the next read or feed gives back the memory above max_line (or above 4 KiB
- * if max_line is smaller); amio_line_reader_shrink() gives back the rest.
+ * max_take, but only while a take needs it, and past the larger of max_line
+ * and 4 KiB only to that take's n: once its bytes are handed out, the next
+ * read or feed gives back the memory above max_line (or above 4 KiB if
+ * max_line is smaller; see amio_line_reader_capacity() for when it cannot);
+ * amio_line_reader_shrink() gives back the rest.
  * Returns: 0, or
  *   -EINVAL    max_take exceeds SSIZE_MAX;
  *   -EBUSY     bytes are buffered or a take is pending: set it right after
@@ -439,9 +443,10 @@ AMIO_API int amio_line_reader_next(struct amio_line_reader *lr, struct iovec *li
  * For a length the protocol announced on the line before: a RESP bulk string
  * "$<n>\r\n" is followed by n + 2 bytes, an HTTP body by Content-Length.
  * When fewer than n bytes are buffered, the take stays pending: read() and
- * feed() then buffer up to n bytes (growing the buffer past max_line if need
- * be, up to max_take) without searching them for '\n'; call take() with the
- * same n again after each read. A RESP server:
+ * feed() then buffer up to n bytes without searching them for '\n', growing
+ * the buffer if need be (past the larger of max_line and 4 KiB to exactly n,
+ * so never past max_take); call take() with the same n again after each
+ * read. A RESP server:
  *
  *	// after next() gave "$<len>\r\n":
  *	while ((r = amio_line_reader_take(&lr, len + 2, &v)) == 0)
@@ -483,8 +488,13 @@ AMIO_API size_t amio_line_reader_buffered(const struct amio_line_reader *lr);
 
 /*
  * Bytes allocated for lr's buffer: 0 before first use, never above the larger
- * of max_line and max_take. Above the larger of max_line and 4 KiB only while
- * a take() needs it, until the next read or feed after it was handed out.
+ * of max_line and max_take. Above the larger of max_line and 4 KiB (call it
+ * L) only for a take() of more than L: at most its n while it is pending,
+ * until the next read or feed after it was handed out. Two cases keep the
+ * larger block, as nothing buffered is dropped: a take abandoned (by next()
+ * or a smaller take()) with more than L of its bytes buffered, until a read
+ * or feed finds what is buffered fits in L; and a malloc failing as the
+ * memory is given back.
  * Thread: one thread at a time.
  */
 AMIO_API size_t amio_line_reader_capacity(const struct amio_line_reader *lr);
