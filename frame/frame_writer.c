@@ -101,8 +101,10 @@ static int over_limit(const struct amio_frame_writer *fw, size_t queued, size_t 
 
 /* Queues bytes `sent` onwards of iov[0..cnt) (total bytes in all). Allocates
  * only now, so a writer whose fd keeps up never copies or holds a payload.
- * The caller checked the limit; if memory runs out, part of the message may
- * already be on the wire and the stream cannot be repaired. */
+ * The caller checked the limit. If memory runs out with part of the message
+ * on the wire, the stream cannot be repaired: the error is sticky. With none
+ * of it sent, the stream still ends where the last whole message did, so
+ * the writer stays usable (the caller may retry or drop the message). */
 static int queue_rest(struct amio_frame_writer *fw, const struct iovec *iov, int cnt, size_t total,
                       size_t sent)
 {
@@ -110,8 +112,9 @@ static int queue_rest(struct amio_frame_writer *fw, const struct iovec *iov, int
 	int i;
 
 	if (amio__bytebuf_reserve(&fw->buf, total - sent) < 0) {
-		fw->err = -ENOMEM;
-		return fw->err;
+		if (sent > 0)
+			fw->err = -ENOMEM;
+		return -ENOMEM;
 	}
 	dst = fw->buf.data + fw->buf.end;
 	for (i = 0; i < cnt; i++) {
@@ -181,8 +184,12 @@ static ssize_t send_vec(struct amio_frame_writer *fw, int fd, const struct iovec
 		if ((size_t)n - queued < batch)
 			break;
 	}
-	if (sent < total && queue_rest(fw, iov, cnt, total, sent) < 0)
-		return fw->err;
+	if (sent < total) {
+		int r = queue_rest(fw, iov, cnt, total, sent);
+
+		if (r < 0)
+			return r;
+	}
 	return (ssize_t)amio__bytebuf_len(&fw->buf);
 }
 

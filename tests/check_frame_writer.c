@@ -2,6 +2,8 @@
  * fd takes only part of them, and fail cleanly (no SIGPIPE, bounded queue)? */
 #include <limits.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 #include "frame_util.h"
 
@@ -808,6 +810,266 @@ START_TEST(test_raw_writes_after_the_peer_closed_return_epipe_without_sigpipe)
 }
 END_TEST
 
+/* --- -ENOMEM: the queue cannot grow --------------------------------------------- */
+
+/*
+ * Under ASan or TSan a malloc that fails aborts the process unless
+ * allocator_may_return_null is set; the library must see the NULL, as it
+ * would without them. ASAN_OPTIONS or TSAN_OPTIONS given at run time are
+ * parsed after this and keep their own values.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+#elif defined(__SANITIZE_THREAD__)
+const char *__tsan_default_options(void);
+const char *__tsan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+#endif
+
+#define BIG      (256u * MiB) /* the frame no queue can hold in the capped child */
+#define HEADROOM (32u * MiB)
+#define ROUNDS   40
+
+/* In the capped child no Check call may run (a failing ck_assert in a
+ * grandchild of the runner goes unseen): checks write the parent a message. */
+struct capped {
+	struct amio_frame_writer fw;
+	int sv[2];                 /* sv[0] non-blocking, minimal SO_SNDBUF; sv[1] the peer */
+	const unsigned char *big;  /* BIG readable bytes, zero pages never written */
+	unsigned char *want, *got; /* what the peer must get, and got; cap bytes each */
+	size_t cap, wlen, glen;
+	uint64_t rng;
+	unsigned char pool[3000]; /* random bytes the small writes take from */
+	char msg[512];
+};
+
+#define CAPPED_CHECK(c, cond, ...)                                                                 \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			snprintf((c)->msg, sizeof((c)->msg), __VA_ARGS__);                         \
+			return -1;                                                                 \
+		}                                                                                  \
+	} while (0)
+
+/* Caps RLIMIT_AS at the address space mapped now plus HEADROOM. Relative,
+ * not absolute: ASan's shadow alone reserves ~20 TiB, so a fixed cap would
+ * stop an ASan build at once. Every mapping counts against it (mmap and brk
+ * alike), so no allocation of BIG bytes can succeed while the test's small
+ * ones do. */
+static int cap_address_space(struct capped *c)
+{
+	unsigned long long pages = 0;
+	struct rlimit rl;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	CAPPED_CHECK(c, f && fscanf(f, "%llu", &pages) == 1, "/proc/self/statm: %s",
+	             strerror(errno));
+	fclose(f);
+	CAPPED_CHECK(c, getrlimit(RLIMIT_AS, &rl) == 0, "getrlimit: %s", strerror(errno));
+	if (rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > pages * (rlim_t)sysconf(_SC_PAGESIZE) + HEADROOM)
+		rl.rlim_cur = pages * (rlim_t)sysconf(_SC_PAGESIZE) + HEADROOM;
+	CAPPED_CHECK(c, setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit: %s", strerror(errno));
+	return 0;
+}
+
+/* Reads what the peer holds now. */
+static int capped_peer_read(struct capped *c)
+{
+	ssize_t n;
+
+	while ((n = recv(c->sv[1], c->got + c->glen, c->cap - c->glen, MSG_DONTWAIT)) > 0)
+		c->glen += (size_t)n;
+	CAPPED_CHECK(c, n < 0 && errno == EAGAIN, "peer recv %zd: %s", n, strerror(errno));
+	return 0;
+}
+
+/* Reads the peer and flushes, until nothing is queued and everything read. */
+static int capped_drain(struct capped *c)
+{
+	ssize_t q;
+
+	do {
+		if (capped_peer_read(c) < 0)
+			return -1;
+		q = amio_frame_writer_flush(&c->fw, c->sv[0]);
+		CAPPED_CHECK(c, q >= 0, "flush while draining: %zd", q);
+	} while (q > 0);
+	return capped_peer_read(c);
+}
+
+/* Fills the socket so that it takes nothing more: either with frames and raw
+ * bytes through fw until it queues some, or (queue empty) with send(2). */
+static int capped_fill(struct capped *c)
+{
+	const unsigned char *pool = c->pool;
+	ssize_t q = 0;
+
+	if (fu_rand(&c->rng) % 2) {
+		while ((q = send(c->sv[0], pool, sizeof(c->pool), MSG_DONTWAIT)) > 0) {
+			CAPPED_CHECK(c, c->wlen + (size_t)q <= c->cap, "fill: over %zu bytes",
+			             c->cap);
+			memcpy(c->want + c->wlen, pool, (size_t)q);
+			c->wlen += (size_t)q;
+		}
+		CAPPED_CHECK(c, errno == EAGAIN, "fill: %s", strerror(errno));
+		return 0;
+	}
+	while (q == 0) {
+		size_t len = (size_t)(fu_rand(&c->rng) % sizeof(c->pool));
+		int raw = (int)(fu_rand(&c->rng) % 2);
+
+		q = raw ? amio_frame_writer_write_raw(&c->fw, c->sv[0], pool, len)
+		        : amio_frame_writer_write(&c->fw, c->sv[0], pool, len);
+		CAPPED_CHECK(c, q >= 0, "fill write: %zd", q);
+		CAPPED_CHECK(c, c->wlen + FU_HDR + len <= c->cap, "fill: over %zu bytes", c->cap);
+		if (!raw)
+			fu_put_be32(c->want + c->wlen, (uint32_t)len);
+		c->wlen += raw ? 0 : FU_HDR;
+		memcpy(c->want + c->wlen, pool, len);
+		c->wlen += len;
+	}
+	return 0;
+}
+
+/* Writes about BIG bytes as a frame, raw, or raw in up to 64 pieces (more
+ * than one sendmsg batch). */
+static ssize_t capped_write_big(struct capped *c)
+{
+	struct iovec iov[64];
+	size_t len = BIG - FU_HDR - (size_t)(fu_rand(&c->rng) % 4096), off = 0;
+	int i, cnt = 1 + (int)(fu_rand(&c->rng) % 64);
+
+	switch (fu_rand(&c->rng) % 3) {
+	case 0:
+		return amio_frame_writer_write(&c->fw, c->sv[0], c->big, len);
+	case 1:
+		return amio_frame_writer_write_raw(&c->fw, c->sv[0], c->big, len);
+	}
+	for (i = 0; i < cnt; i++) {
+		size_t n = i == cnt - 1 ? len - off : (size_t)(fu_rand(&c->rng) % (len / cnt));
+
+		iov[i] = (struct iovec){(void *)(c->big + off), n};
+		off += n;
+	}
+	return amio_frame_writer_writev_raw(&c->fw, c->sv[0], iov, cnt);
+}
+
+/* The contract, round after round: with the socket full, a write too big to
+ * queue sends nothing, queues nothing and returns -ENOMEM, and the stream goes
+ * on intact. Last, with room in the socket, part of one is sent: from then on
+ * every call returns -ENOMEM. */
+static int capped_run(struct capped *c)
+{
+	size_t before;
+	ssize_t r;
+	int round;
+
+	for (round = 0; round < ROUNDS; round++) {
+		if (capped_fill(c) < 0)
+			return -1;
+		before = amio_frame_writer_queued(&c->fw);
+		r = capped_write_big(c);
+		CAPPED_CHECK(c, r == -ENOMEM, "round %d: a write of BIG returned %zd", round, r);
+		CAPPED_CHECK(c, amio_frame_writer_queued(&c->fw) == before,
+		             "round %d: queued %zu, was %zu", round,
+		             amio_frame_writer_queued(&c->fw), before);
+		r = amio_frame_writer_flush(&c->fw, c->sv[0]);
+		CAPPED_CHECK(c, r == (ssize_t)before,
+		             "round %d: flush after a -ENOMEM that sent nothing returned %zd",
+		             round, r);
+		if (capped_drain(c) < 0)
+			return -1;
+		CAPPED_CHECK(c, c->glen == c->wlen && memcmp(c->got, c->want, c->wlen) == 0,
+		             "round %d: the peer got %zu bytes, not the %zu written", round,
+		             c->glen, c->wlen);
+	}
+	r = capped_write_big(c);
+	CAPPED_CHECK(c, r == -ENOMEM, "a write of BIG into a drained socket returned %zd", r);
+	if (capped_peer_read(c) < 0)
+		return -1;
+	CAPPED_CHECK(c, c->glen > c->wlen && memcmp(c->got, c->want, c->wlen) == 0,
+	             "the peer got %zu bytes: the %zu written and part of BIG", c->glen, c->wlen);
+	CAPPED_CHECK(c,
+	             amio_frame_writer_write(&c->fw, c->sv[0], "x", 1) == -ENOMEM &&
+	                 amio_frame_writer_write_raw(&c->fw, c->sv[0], "x", 1) == -ENOMEM &&
+	                 amio_frame_writer_flush(&c->fw, c->sv[0]) == -ENOMEM,
+	             "after part of a message was sent, -ENOMEM is sticky");
+	return 0;
+}
+
+/* Runs capped_run in a child of our own with RLIMIT_AS capped: the cap ends
+ * with it, even under CK_FORK=no. The child lifts the cap again and exits
+ * with exit(), not _exit(), so LeakSanitizer checks it too and has the
+ * memory to say what leaked. */
+static void run_capped(struct capped *c)
+{
+	char msg[sizeof(c->msg)] = "";
+	int pfd[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(pfd), 0);
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct rlimit was = {RLIM_INFINITY, RLIM_INFINITY};
+		int rc;
+
+		close(pfd[0]);
+		rc =
+		    getrlimit(RLIMIT_AS, &was) < 0 || cap_address_space(c) < 0 || capped_run(c) < 0;
+		setrlimit(RLIMIT_AS, &was); /* back up to where it was: always allowed */
+		amio_frame_writer_destroy(&c->fw);
+		if (rc && write(pfd[1], c->msg, strlen(c->msg)) < 0)
+			rc = 2;
+		exit(rc);
+	}
+	close(pfd[1]);
+	while ((n = read(pfd[0], msg, sizeof(msg) - 1)) < 0 && errno == EINTR)
+		;
+	msg[n > 0 ? n : 0] = '\0';
+	close(pfd[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	              "capped child (status 0x%x): %s", (unsigned)status, msg);
+}
+
+START_TEST(
+    test_enomem_with_nothing_of_a_frame_sent_leaves_the_stream_intact_and_only_a_cut_one_is_sticky)
+{
+	struct capped c = {.cap = 4 * MiB};
+	size_t i;
+
+	c.rng = fu_seed("frame writer -ENOMEM");
+	for (i = 0; i < sizeof(c.pool); i++)
+		c.pool[i] = (unsigned char)fu_rand(&c.rng);
+	c.big = mmap(NULL, BIG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ck_assert_ptr_ne(c.big, MAP_FAILED);
+	c.want = malloc(c.cap);
+	c.got = malloc(c.cap);
+	ck_assert_ptr_nonnull(c.want);
+	ck_assert_ptr_nonnull(c.got);
+	fu_socketpair(c.sv);
+	shrink_sndbuf(c.sv[0]);
+	ck_assert_int_eq(amio_frame_writer_init(&c.fw, 2 * BIG), 0);
+	run_capped(&c);
+	amio_frame_writer_destroy(&c.fw);
+	close(c.sv[0]);
+	close(c.sv[1]);
+	free(c.want);
+	free(c.got);
+	munmap((void *)c.big, BIG);
+}
+END_TEST
+
 /* --- amio_frame_header_encode ---------------------------------------------- */
 
 START_TEST(test_header_encode_writes_the_big_endian_length_a_reader_parses_back)
@@ -884,6 +1146,11 @@ static Suite *frame_writer_suite(void)
 	               test_raw_bytes_past_max_queued_give_enobufs_and_nothing_is_queued_or_sent);
 	tcase_add_test(tc, test_writev_raw_sends_100_pieces_in_order_and_rejects_bad_vectors);
 	tcase_add_test(tc, test_raw_writes_after_the_peer_closed_return_epipe_without_sigpipe);
+
+	tc = fu_tcase(s, "enomem", 30);
+	tcase_add_test(
+	    tc,
+	    test_enomem_with_nothing_of_a_frame_sent_leaves_the_stream_intact_and_only_a_cut_one_is_sticky);
 	return s;
 }
 

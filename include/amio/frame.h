@@ -270,11 +270,17 @@ AMIO_API void amio_frame_writer_destroy(struct amio_frame_writer *fw);
  *   -ENOBUFS   queued bytes + len + 4 would exceed max_queued even after
  *              flushing: wait for write readiness, flush, retry (backpressure);
  *   -EMSGSIZE  len exceeds UINT32_MAX;
+ *   -ENOMEM    the fd took none of the frame and the queue could not grow to
+ *              hold it. The stream is intact and fw as usable as before:
+ *              retry (once the fd is writable it may take the frame without
+ *              a queue) or drop the frame;
  *   -errno     from sendmsg(2)/writev(2), e.g. -EPIPE, -ECONNRESET. The
  *              connection is unusable; fw stays safe to destroy;
  * or, with part of this frame already sent:
  *   -ENOMEM    the queue could not grow to hold the unsent rest: the stream
  *              is broken, every later call returns -ENOMEM; close the fd.
+ * Only this second -ENOMEM is sticky: amio_frame_writer_flush(), which
+ * allocates nothing, returns -ENOMEM without sending only after it.
  * Ownership: msg is borrowed (may be NULL when len is 0); unsent bytes are
  * copied, so msg may be reused as soon as the call returns.
  * Thread: one thread at a time.
@@ -294,11 +300,15 @@ AMIO_API ssize_t amio_frame_writer_write(struct amio_frame_writer *fw, int fd, c
  * bytes queued or sent:
  *   -ENOBUFS   queued bytes + len would exceed max_queued even after
  *              flushing: wait for write readiness, flush, retry (backpressure);
+ *   -ENOMEM    the fd took none of them and the queue could not grow to hold
+ *              them: the stream is intact and fw as usable as before (retry
+ *              or drop them, as for amio_frame_writer_write());
  *   -errno     from sendmsg(2)/writev(2), e.g. -EPIPE, -ECONNRESET. The
  *              connection is unusable; fw stays safe to destroy;
- * or, with part of these bytes possibly sent:
+ * or, with part of these bytes already sent:
  *   -ENOMEM    the queue could not grow to hold the unsent rest: the stream
- *              is broken, every later call returns -ENOMEM; close the fd.
+ *              is broken, every later call returns -ENOMEM (sticky); close
+ *              the fd.
  * Ownership: buf is borrowed (may be NULL when len is 0); unsent bytes are
  * copied, so buf may be reused as soon as the call returns. fd is borrowed.
  * Thread: one thread at a time.
@@ -319,12 +329,17 @@ AMIO_API ssize_t amio_frame_writer_write_raw(struct amio_frame_writer *fw, int f
  *   -EINVAL    iovcnt < 0, or the lengths add up to more than SSIZE_MAX;
  *   -ENOBUFS   queued bytes + the sum of the lengths would exceed max_queued
  *              even after flushing: wait for write readiness, flush, retry;
+ *   -ENOMEM    the fd took none of them and the queue could not grow to hold
+ *              them: the stream is intact and fw as usable as before (retry
+ *              or drop them, as for amio_frame_writer_write());
  *   -errno     from sendmsg(2)/writev(2), e.g. -EPIPE, -ECONNRESET (with more
  *              than 32 pieces the first ones may already have been sent): the
  *              connection is unusable; fw stays safe to destroy;
- * or, with part of these bytes possibly sent:
+ * or, with part of these bytes already sent (with more than 32 pieces,
+ * perhaps only the first ones):
  *   -ENOMEM    the queue could not grow to hold the unsent rest: the stream
- *              is broken, every later call returns -ENOMEM; close the fd.
+ *              is broken, every later call returns -ENOMEM (sticky); close
+ *              the fd.
  * Ownership: iov and the memory it points to are borrowed (iov may be NULL
  * when iovcnt is 0); unsent bytes are copied. fd is borrowed.
  * Thread: one thread at a time.
