@@ -2,6 +2,7 @@
  * waiting rules (DESIGN rules 1, 3, 4, 5, 8 and Amy's socket behaviours). */
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 #include <sched.h>
 
@@ -659,6 +660,149 @@ START_TEST(sched_batch_flag_moves_the_poll_thread_to_sched_batch)
 }
 END_TEST
 
+/* ---- fork() ------------------------------------------------------------- */
+
+/* A child that only exits, or execs /bin/true: what a program that forks
+ * helpers does. Nothing else runs in the child (async-signal-safe only: the
+ * parent may have threads). */
+static pid_t spawn(bool exec)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (exec)
+			execl("/bin/true", "true", (char *)NULL);
+		_exit(exec ? 127 : 0);
+	}
+	return pid;
+}
+
+static int reaped_status(pid_t pid)
+{
+	int st = -1;
+
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Another thread forks an exec'ing child while the poll thread sleeps in
+ * its wait, then wakes it with a byte on the registered socket. */
+struct forker {
+	int status;
+	int wake_fd;
+};
+
+static void *fork_while_the_poll_thread_waits(void *arg)
+{
+	struct forker *fk = arg;
+
+	fk->status = reaped_status(spawn(true));
+	if (write(fk->wake_fd, "x", 1) != 1)
+		fk->status = -2;
+	return NULL;
+}
+
+struct fork_seen {
+	int64_t sid, rid, tick, once, late;
+	amio_pool *pool;
+	bool read, recvd, once_fired, late_read, done;
+	int ticks, done_res;
+};
+
+static void fork_take(struct fork_seen *st, const amio_notification *n, int k)
+{
+	for (int i = 0; i < k; i++) {
+		if (n[i].id == (uint64_t)st->sid && (n[i].events & AMIO_READ))
+			st->read = true;
+		else if (st->late && n[i].id == (uint64_t)st->late && (n[i].events & AMIO_READ))
+			st->late_read = true;
+		else if (n[i].id == (uint64_t)st->tick && n[i].events == AMIO_TIMER)
+			st->ticks++;
+		else if (n[i].id == (uint64_t)st->once && n[i].events == AMIO_TIMER)
+			st->once_fired = true;
+		else if (n[i].id == (uint64_t)st->rid && n[i].events == AMIO_RECV) {
+			ck_assert_int_eq(n[i].res, 5);
+			ck_assert_int_eq(memcmp(n[i].buf, "hello", 5), 0);
+			ck_assert_int_eq(amio_pool_put(st->pool, n[i].buf), 0);
+			st->recvd = true;
+		} else if (n[i].id == (uint64_t)st->rid && n[i].events == (AMIO_RECV | AMIO_DONE)) {
+			st->done = true;
+			st->done_res = n[i].res;
+		}
+	}
+}
+
+/* fork() with registrations, timers and a recv live (amio.h, amio_poller_new):
+ * the children share the ring or epoll set, and the O_CLOEXEC fds, until they
+ * exit or exec; the parent's registrations, timers and operations go on. */
+START_TEST(a_child_that_exits_or_execs_leaves_the_parent_working)
+{
+	struct fixture f;
+	struct fork_seen st = {0};
+	struct forker fk = {.status = -1};
+	amio_notification n[16];
+	int s[2], c[2], t[2], k;
+	pthread_t th;
+
+	setup(&f, NULL);
+	ck_assert_int_eq(amio_pool_new(f.r, 4, 64, &st.pool), 0);
+	t_tcp_pair(s);
+	t_tcp_pair(c);
+	t_tcp_pair(t);
+	ck_assert_int_gt(st.sid = amio_register(f.r, s[1], AMIO_READ, s), 0);
+	ck_assert_int_gt(st.rid = amio_recv(f.r, c[1], st.pool, c), 0);
+	ck_assert_int_gt(st.tick = amio_set_interval(f.r, 10, NULL), 0);
+	ck_assert_int_gt(st.once = amio_set_timeout(f.r, 50, NULL), 0);
+	k = amio_poller_wait(f.p, n, 16, 0); /* all applied and armed */
+	ck_assert_int_ge(k, 0);
+	fork_take(&st, n, k);
+
+	ck_assert_int_eq(reaped_status(spawn(false)), 0); /* exits */
+	ck_assert_int_eq(reaped_status(spawn(true)), 0);  /* execs /bin/true */
+	fk.wake_fd = s[0];
+	ck_assert_int_eq(pthread_create(&th, NULL, fork_while_the_poll_thread_waits, &fk), 0);
+	st.ticks = 0; /* only ticks after the forks count */
+	t_write_str(c[0], "hello");
+	for (int64_t end = t_now_ms() + 10000; t_now_ms() < end;) {
+		if (st.read && st.recvd && st.once_fired && st.ticks >= 2)
+			break;
+		k = amio_poller_wait(f.p, n, 16, 100);
+		ck_assert_int_ge(k, 0);
+		fork_take(&st, n, k);
+	}
+	pthread_join(th, NULL);
+	ck_assert_int_eq(fk.status, 0);
+	ck_assert(st.read);       /* a readiness registration made before the forks */
+	ck_assert(st.recvd);      /* a multishot recv started before them */
+	ck_assert(st.once_fired); /* a one-shot timer armed before them */
+	ck_assert_int_ge(st.ticks, 2);
+
+	/* New work after the forks, then the whole teardown, as if none happened. */
+	ck_assert_int_gt(st.late = amio_register(f.r, t[1], AMIO_READ, t), 0);
+	t_write_str(t[0], "y");
+	ck_assert_int_eq(amio_cancel(f.r, (uint64_t)st.rid), 0);
+	ck_assert_int_eq(amio_cancel_timer(f.r, (uint64_t)st.tick), 0);
+	for (int64_t end = t_now_ms() + 10000; t_now_ms() < end && !(st.late_read && st.done);) {
+		k = amio_poller_wait(f.p, n, 16, 100);
+		ck_assert_int_ge(k, 0);
+		fork_take(&st, n, k);
+	}
+	ck_assert(st.late_read);
+	ck_assert(st.done);
+	ck_assert_int_eq(st.done_res, -ECANCELED);
+	ck_assert_int_eq(amio_deregister(f.r, (uint64_t)st.sid), 0);
+	ck_assert_int_eq(amio_deregister(f.r, (uint64_t)st.late), 0);
+	ck_assert_int_eq(amio_pool_free(st.pool), 0);
+	for (int i = 0; i < 2; i++) {
+		close(s[i]);
+		close(c[i]);
+		close(t[i]);
+	}
+	teardown(&f);
+}
+END_TEST
+
 static Suite *poller_suite(void)
 {
 	Suite *s = suite_create("poller");
@@ -705,6 +849,11 @@ static Suite *poller_suite(void)
 	tcase_add_test(tc, internal_wakeups_never_end_a_wait_early);
 	tcase_add_test(tc, stop_from_another_thread_ends_an_unbounded_wait);
 	tcase_add_test(tc, a_second_poll_thread_is_refused);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fork");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, a_child_that_exits_or_execs_leaves_the_parent_working);
 	suite_add_tcase(s, tc);
 	return s;
 }

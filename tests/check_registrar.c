@@ -496,6 +496,52 @@ START_TEST(poller_free_ends_a_wait_for_room)
 }
 END_TEST
 
+/* Ids are per poller (amio.h, amio_register): two pollers hand out the same
+ * first id, and an id given to another poller's registrar names that
+ * poller's registration: the call succeeds and acts there. */
+START_TEST(ids_are_unique_per_poller_not_per_process)
+{
+	int before = t_count_fds(), fa[2], fb[2];
+	amio_poller *a = t_poller(NULL), *b = t_poller(NULL);
+	amio_registrar *ra, *rb;
+	amio_notification n[4];
+	int64_t ia, ib;
+
+	ck_assert_int_eq(amio_registrar_new(a, 0, &ra), 0);
+	ck_assert_int_eq(amio_registrar_new(b, 0, &rb), 0);
+	t_tcp_pair(fa);
+	t_tcp_pair(fb);
+	ia = amio_register(ra, fa[1], AMIO_READ, fa);
+	ib = amio_register(rb, fb[1], AMIO_READ, fb);
+	ck_assert_int_gt(ia, 0);
+	ck_assert_int_eq(ia, ib); /* each poller's first id: the same value */
+	ck_assert_int_eq(amio_poller_wait(a, n, 4, 0), 0);
+	ck_assert_int_eq(amio_poller_wait(b, n, 4, 0), 0);
+
+	/* A's id through B's registrar: no error, and it is B's socket that
+	 * goes deaf; A's registration goes on reporting. */
+	ck_assert_int_eq(amio_deregister(rb, (uint64_t)ia), 0);
+	t_write_str(fa[0], "a");
+	t_write_str(fb[0], "b");
+	ck_assert_int_eq(t_collect(a, n, 1, 2000), 1);
+	ck_assert_uint_eq(n[0].id, (uint64_t)ia);
+	ck_assert_ptr_eq(n[0].data, fa);
+	ck_assert_int_eq(amio_poller_wait(b, n, 4, 100), 0);
+	ck_assert_int_eq(amio_deregister(rb, (uint64_t)ib), -ENOENT); /* gone already */
+	ck_assert_int_eq(amio_deregister(ra, (uint64_t)ia), 0);
+
+	amio_registrar_free(rb);
+	amio_registrar_free(ra);
+	amio_poller_free(b);
+	amio_poller_free(a);
+	for (int i = 0; i < 2; i++) {
+		close(fa[i]);
+		close(fb[i]);
+	}
+	ck_assert_int_eq(t_count_fds(), before);
+}
+END_TEST
+
 static Suite *registrar_suite(void)
 {
 	Suite *s = suite_create("registrar");
@@ -504,6 +550,11 @@ static Suite *registrar_suite(void)
 	tc = tcase_create("amy");
 	tcase_set_timeout(tc, 20);
 	tcase_add_test(tc, amy_multithread_scenario_reports_exactly_what_happened);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("ids");
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, ids_are_unique_per_poller_not_per_process);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("concurrency");
