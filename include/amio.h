@@ -4,7 +4,8 @@
  *
  * One poll thread owns an amio_poller and reaps completions. Any other thread
  * owns an amio_registrar and registers sockets, timers and channels through it;
- * every registration gets a unique id at once, and readiness comes back as
+ * every registration gets an id at once (unique within its poller, not the
+ * process: see amio_register), and readiness comes back as
  * notifications {id, data, events}, either from amio_poller_wait() (Amy mode)
  * or, for ids registered through an AMIO_INBOX registrar, from that
  * registrar's amio_registrar_wait() (inbox mode).
@@ -79,7 +80,7 @@ enum {
 
 /* One readiness report or operation result: 32 bytes, copy it by value. */
 typedef struct amio_notification {
-	uint64_t id;     /* the registration's or operation's id */
+	uint64_t id;     /* the registration's or operation's id (per poller) */
 	void *data;      /* the pointer given at registration, untouched */
 	uint32_t events; /* AMIO_READ | AMIO_WRITE | AMIO_HUP | AMIO_ERROR | ... */
 	union {
@@ -198,6 +199,18 @@ struct amio_poller_stats {
  * disabled and enabled by the first amio_poller_wait/run call, whose thread
  * becomes the poll thread (SINGLE_ISSUER rings accept submissions from one
  * thread only); the same thread rule holds on epoll.
+ * fork(): the parent's pollers, and all made through them, go on working
+ * while a child runs, exits or execs; every fd amio opens is O_CLOEXEC, so
+ * an exec'd child holds none. The child must make no call on a poller,
+ * registrar, pool or channel made before the fork, not even a free: its
+ * copies share the parent's kernel objects. The io_uring rings are mapped
+ * MAP_SHARED from their fds, so a child that reaps or submits there takes
+ * the parent's completions or cancels its operations (a SINGLE_ISSUER ring
+ * refuses the child's enters, not its reads of the shared CQ); the epoll
+ * set is the parent's too, so a child's wait takes the parent's edges.
+ * Leave the copies to the child's exit or exec; a child may create pollers
+ * of its own (a multithreaded parent's child is limited to
+ * async-signal-safe calls until it execs: no amio call there).
  * cfg: borrowed, NULL for defaults. *out: owned by the caller, freed with
  * amio_poller_free().
  * Returns: 0. Errors: -EINVAL (bad cfg: unknown flags, a size above its
@@ -328,6 +341,11 @@ AMIO_API void amio_registrar_free(amio_registrar *r);
  * poll: a regular file or directory, as epoll_ctl refuses it), -EBUSY (no
  * SQE could be had), -EMFILE/-ENFILE (epoll backend only: it registers a
  * dup of fd, one more fd per live registration, and the process is out).
+ * Ids are unique per poller (never reused by it), not per process: each
+ * poller numbers its own, so every poller's first id is the same value,
+ * and an id given to a registrar of another poller is taken as that
+ * poller's: the call acts on its registration by that id, if it has one,
+ * and returns 0 (no error tells the mistake). Keep each id with its poller.
  * Returns: the id (> 0), valid until amio_deregister. Errors: -EBADF (fd < 0),
  * -EINVAL (no READ/WRITE, unknown bits, LEVEL with ONESHOT), -EAGAIN (the
  * command queue is full: amio_registrar_wait_room, then retry), -ENOSPC
