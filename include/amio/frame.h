@@ -93,9 +93,10 @@ struct amio_line_reader {
 /*
  * Prepares fr to read frames whose payload is at most max_frame bytes.
  * Allocates nothing: the buffer starts at 4 KiB (or max_frame + 4 if smaller)
- * on first use and grows only as far as the frame being parsed needs, never
- * beyond max_frame + 4. A max_frame above UINT32_MAX is treated as UINT32_MAX
- * (the header cannot announce more).
+ * on first use and doubles while the frame being parsed needs more, never
+ * beyond max_frame + 4 (one 5,000-byte frame leaves 8 KiB); it is not made
+ * smaller again before amio_frame_reader_destroy(). A max_frame above
+ * UINT32_MAX is treated as UINT32_MAX (the header cannot announce more).
  * Returns: 0, or -EINVAL if max_frame + 4 does not fit in size_t.
  * Ownership: fr is caller storage, retained until amio_frame_reader_destroy().
  * Thread: one thread at a time.
