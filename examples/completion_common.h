@@ -9,8 +9,9 @@
  * makes the socket calls anyway (accept4 on epoll, the multishot accept's
  * CQEs on io_uring), so an accepted fd reaches a worker with one channel
  * message and no extra wakeup, TCP_NODELAY is set there rather than by a
- * worker, and every worker is alike: none of them makes a syscall of its
- * own while it serves connections.
+ * worker, and every worker is alike: none of them makes a socket call while
+ * it serves connections (its only syscalls sleep on its inbox or wake the
+ * poll thread).
  */
 #ifndef COMPLETION_COMMON_H
 #define COMPLETION_COMMON_H

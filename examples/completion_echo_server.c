@@ -5,9 +5,10 @@
  * why the poll thread). Each worker has an AMIO_INBOX registrar and its own
  * buffer pool, runs a multishot amio_recv per connection, sends each
  * received buffer straight back with amio_send and gives it back to the
- * pool at the send's DONE. Workers make no syscall of their own while they
- * serve: the poll thread makes the socket calls, a worker only consumes
- * results (close() at a connection's end is the one exception).
+ * pool at the send's DONE. Workers make no socket call but close() at a
+ * connection's end: the poll thread makes them, a worker only consumes
+ * results. Its only other syscalls sleep on an empty inbox or wake a
+ * sleeping poll thread (scripts/demo.sh counts them per thread).
  *
  * Run:  ./completion_echo_server [-p port] [-w workers] [-m msg_bytes]
  *                                [-b buffer_bytes] [-n buffers_per_worker] [-s spin_us]

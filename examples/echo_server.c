@@ -1,13 +1,15 @@
 /*
- * echo_server: the Amy pattern on amio. A dedicated poll thread runs
- * amio_poller_run(); each worker thread owns an AMIO_INBOX registrar, its own
- * listening socket (SO_REUSEPORT: the kernel spreads connections) and every
- * connection it accepts, and receives exactly their notifications.
+ * echo_server: the Poller/Registrar model in inbox mode. A dedicated poll
+ * thread runs amio_poller_run(); each worker thread owns an AMIO_INBOX
+ * registrar, its own listening socket (SO_REUSEPORT: the kernel spreads
+ * connections) and every connection it accepts, and receives exactly their
+ * notifications.
  *
  * Run:  ./echo_server [-p port] [-w workers] [-m msg_bytes]
  * Try:  ./echo_server -p 9000 & ./echo_client -p 9000 -c 64 -d 5; kill -INT %1
  * Ctrl-C (SIGINT) or SIGTERM shuts down cleanly and prints poller statistics;
- * -m only turns byte counts into "io_uring_enter calls per 1,000 messages".
+ * -m only turns byte counts into "io_uring_enter (epoll_wait) calls per
+ * 1,000 messages".
  */
 #define _GNU_SOURCE
 #include <amio.h>
@@ -15,7 +17,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -73,9 +74,9 @@ static void conn_close(struct worker *w, amio_registrar *r, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	/* Deregister first: only then does close() send FIN. A full command
-	 * queue means the poller is behind: let it run, nothing is lost. */
+	 * queue means the poller is behind: sleep until it has drained it. */
 	while (amio_deregister(r, (uint64_t)c->id) == -EAGAIN)
-		sched_yield();
+		(void)amio_registrar_wait_room(r, -1);
 	close(c->fd);
 	/* One batch may hold a second notification for c: free it after. */
 	c->fd = -1;

@@ -24,7 +24,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -76,13 +75,14 @@ static int listen_on(uint16_t *port)
 	return fd;
 }
 
-/* A full command queue (-EAGAIN) means the poller is behind: let it run. */
+/* A full command queue (-EAGAIN) means the poller is behind: sleep until it
+ * has drained it (amio_registrar_wait_room), then retry. */
 static int set_events(struct worker *w, struct conn *c, uint32_t events)
 {
 	int rc;
 
 	while ((rc = amio_reregister(w->r, (uint64_t)c->id, events)) == -EAGAIN)
-		sched_yield();
+		(void)amio_registrar_wait_room(w->r, -1);
 	return rc;
 }
 
@@ -98,7 +98,7 @@ static void conn_close(struct worker *w, struct conn *c, int why)
 		        amio_strerror(why));
 	/* Deregister first: only then does close() send FIN. */
 	while (c->id > 0 && amio_deregister(w->r, (uint64_t)c->id) == -EAGAIN)
-		sched_yield();
+		(void)amio_registrar_wait_room(w->r, -1);
 	close(c->fd);
 	conns_put(&w->conns, c);
 }
@@ -183,7 +183,7 @@ static void accept_all(struct worker *w)
  * one, and so is a peer that never reads its echoes.
  * Why not one amio_set_timeout per connection: progress comes with every
  * frame, and each deadline move would cost a cancel plus a new timer (two
- * commands, a kernel timeout request and ~124 B of registry each), or a
+ * commands, a kernel timeout request and ~170 B of registry each), or a
  * fire-check-re-arm cycle per connection. The sweep costs one clock read per
  * batch and an O(connections) walk per tick, and nothing per connection.
  * Idle time is measured on an idle clock that skips stalls of the worker or
@@ -250,9 +250,9 @@ static void *worker_main(void *arg)
 			conn_close(w, c, CONN_SHUTDOWN);
 	conns_free_all(&w->conns);
 	while (tid > 0 && amio_cancel_timer(w->r, (uint64_t)tid) == -EAGAIN)
-		sched_yield();
+		(void)amio_registrar_wait_room(w->r, -1);
 	while (amio_deregister(w->r, (uint64_t)lid) == -EAGAIN)
-		sched_yield();
+		(void)amio_registrar_wait_room(w->r, -1);
 	close(w->lfd);
 	amio_registrar_free(w->r);
 	return NULL;
