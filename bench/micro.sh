@@ -16,7 +16,9 @@
 # (perf --control: the bench enables and disables the counter itself); without
 # perf, amio's own counters (io_uring_enter + MSG_RING wakeups) are shown for
 # amio and n/a for the others.
-# Writes bench/results/micro-YYYY-MM-DD.md (and .tsv with the raw runs) and prints it.
+# Writes bench/results/micro-YYYY-MM-DD.md (and .tsv with the raw runs) and prints it,
+# then runs bench/properties.sh (what the unit tests do not bound: wakeup counts,
+# timer and deadline latency), which writes properties-YYYY-MM-DD.md.
 set -eu
 
 BUILD=${1:-build/release}
@@ -306,3 +308,4 @@ mkdir -p "$OUT_DIR"
 cp "$TMP/raw" "$OUT_DIR/micro-$(date +%F).tsv"
 cat "$OUT"
 echo "micro.sh: wrote $OUT"
+sh "$HERE/properties.sh" "$BUILD"

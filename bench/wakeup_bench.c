@@ -542,7 +542,11 @@ static void amio_counters(struct bench *b, const struct amio_poller_stats *s0, c
 	wakeups = (s1.wakeups_sent - s0->wakeups_sent) / k;
 	printf("amio: %.2f io_uring_enter + %.2f MSG_RING wakeups per 1,000 messages\n", enters,
 	       wakeups);
-	snprintf(extra, len, " amio_enters_per_1k=%.2f amio_wakeups_per_1k=%.2f", enters, wakeups);
+	/* The raw counts too: bench/properties.sh compares wakeups with enters. */
+	snprintf(extra, len,
+	         " amio_enters_per_1k=%.2f amio_wakeups_per_1k=%.2f amio_enters=%" PRIu64
+	         " amio_wakeups=%" PRIu64,
+	         enters, wakeups, s1.enters - s0->enters, s1.wakeups_sent - s0->wakeups_sent);
 }
 
 /* ---- Main -------------------------------------------------------------------- */
@@ -604,7 +608,7 @@ int main(int argc, char **argv)
 	struct bench *b = &bench;
 	struct sender s[MAX_SENDERS];
 	struct amio_poller_stats st0;
-	char extra[128] = "";
+	char extra[192] = "";
 	int64_t t0, c0;
 
 	parse(b, argc, argv);
