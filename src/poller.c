@@ -354,10 +354,9 @@ static unsigned reap(amio_poller *p)
 	/* One batch: timer ticks reaped together coalesce (timer.c). */
 	p->batch++;
 	do {
-		unsigned room = (unsigned)(p->out_cap - p->out_n), max = 64;
+		unsigned room = (unsigned)(p->out_cap - p->out_n);
 
-		if (room < max)
-			max = room;
+		max = room < 64 ? room : 64;
 		n = amio__backend_reap(p, c, max);
 		for (unsigned i = 0; i < n; i++) {
 			if (c[i].kind == AMIO__C_POLL)
