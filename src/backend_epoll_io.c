@@ -113,6 +113,13 @@ int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		 * does at submit: a socket that can never be readable (a
 		 * listener, unconnected) ends it with the same -errno. */
 		rc = watch(p, e, slot, EPOLLIN | EPOLLRDHUP | EPOLLET);
+		/* EPERM: a file with no poll method (regular file, directory,
+		 * /dev/null; ep_insert's file_can_poll). Every socket has one,
+		 * so this is no socket: end as io_uring's recv does, which
+		 * checks sock_from_file first, and as recv(2) would:
+		 * -ENOTSOCK (a pipe or an eventfd gets it from recv_one). */
+		if (rc == -EPERM)
+			rc = -ENOTSOCK;
 		if (rc == 0 && io->type == AMIO__IO_RECV)
 			work_push(&p->be.ep, slot);
 	} else {
