@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -166,27 +167,49 @@ uint64_t amio_channel_id(const amio_channel *ch)
 	return ch->id;
 }
 
-/* Calls that touch the poller run inside enter/leave, so amio_poller_free
- * and amio_channel_free can wait them out (the same handshake as registrars). */
-static int enter(amio_channel *ch)
+/* Why a sender must stop: -EPIPE (the channel was freed), -ESHUTDOWN (the
+ * poller was), or 0. */
+static int gone(amio_channel *ch)
 {
-	ck_pr_inc_32(&ch->senders);
-	/* senders before the closed/shutdown loads; pairs with the frees. A
-	 * locked RMW already orders them where RMWs are fences (x86). */
-	ck_pr_fence_atomic_load();
-	if (ck_pr_load_32(&ch->closed) || ck_pr_load_32(&ch->p->shutdown)) {
-		int rc = ck_pr_load_32(&ch->closed) ? -EPIPE : -ESHUTDOWN;
-
-		ck_pr_dec_32(&ch->senders);
-		return rc;
-	}
-	return 0;
+	if (ck_pr_load_32(&ch->closed))
+		return -EPIPE;
+	return ck_pr_load_32(&ch->p->shutdown) ? -ESHUTDOWN : 0;
 }
 
 static void leave(amio_channel *ch)
 {
+	/* Our accesses of ch (and of p: a raise's kick) before the decrement
+	 * a free's senders load waits for; the free then frees them. */
 	ck_pr_fence_release();
 	ck_pr_dec_32(&ch->senders);
+}
+
+/* Calls that touch the channel or the poller run inside enter/leave, so
+ * amio_poller_free and amio_channel_free can wait them out (the same
+ * handshake as registrars). */
+static int enter(amio_channel *ch)
+{
+	int rc;
+
+	ck_pr_inc_32(&ch->senders);
+	/* senders before the closed/shutdown loads; pairs with the frees. A
+	 * locked RMW already orders them where RMWs are fences (x86). */
+	ck_pr_fence_atomic_load();
+	rc = gone(ch);
+	if (rc < 0)
+		leave(ch);
+	return rc;
+}
+
+/* Until no sender is counted. One just woken from send_wait needs a CPU
+ * to leave: spin briefly, then yield it. */
+static void wait_senders(amio_channel *ch)
+{
+	for (unsigned i = 0; ck_pr_load_32(&ch->senders); i++)
+		if (i < 256)
+			ck_pr_stall();
+		else
+			sched_yield();
 }
 
 /* ---- Raising --------------------------------------------------------------- */
@@ -217,14 +240,15 @@ void amio_channel_free(amio_channel *ch)
 		return;
 	p = ch->p;
 	ck_pr_store_32(&ch->closed, 1);
-	/* closed before the senders load: a sender either sees closed or is
-	 * counted, and we wait until it is done with the buffer. */
+	/* closed before the space_seq bump and the senders load: a sender
+	 * either sees closed or is counted, and we wait until it is done with
+	 * the buffer. One asleep in send_wait is counted too: the bump wakes
+	 * it (it loads space_seq, then closed), and it leaves with -EPIPE. */
 	ck_pr_fence_store_load();
-	while (ck_pr_load_32(&ch->senders))
-		ck_pr_stall();
+	amio__futex_bump(&ch->space_seq);
+	wait_senders(ch);
 	free(ch->slots);
 	ch->slots = NULL;
-	amio__futex_bump(&ch->space_seq); /* blocked senders see closed */
 	/* Tell the poller (it frees the slot), unless it is gone already. */
 	ck_pr_inc_32(&ch->senders);
 	ck_pr_fence_store_load();
@@ -261,29 +285,35 @@ static bool enqueue(amio_channel *ch, const void *msg, uint64_t *claimed)
 	return true;
 }
 
-int amio_channel_send(amio_channel *ch, const void *msg)
+/* The send itself, by a counted sender. 0, or -EAGAIN: full. */
+static int send_counted(amio_channel *ch, const void *msg)
 {
 	uint64_t pos;
-	int rc = enter(ch);
 
-	if (rc < 0)
-		return rc;
-	if (!enqueue(ch, msg, &pos)) {
-		leave(ch);
+	if (!enqueue(ch, msg, &pos))
 		return -EAGAIN;
-	}
 	/* Only the send that finds the channel empty raises it (Amy's rule):
 	 * the position before ours was taken. Our publish is ordered before
 	 * this load, and the receiver's take before its next look at our slot:
 	 * if we miss its take, it sees our message (no lost wakeup). */
 	if (taken_before(ch, pos, 1))
 		raise_channel(ch);
-	leave(ch);
 	return 0;
 }
 
-/* Whether a send would find the channel full now. Inside enter/leave: it
- * reads the slots, which amio_channel_free frees once no sender is counted. */
+int amio_channel_send(amio_channel *ch, const void *msg)
+{
+	int rc = enter(ch);
+
+	if (rc < 0)
+		return rc;
+	rc = send_counted(ch, msg);
+	leave(ch);
+	return rc;
+}
+
+/* Whether a send would find the channel full now (a counted sender reads
+ * the slots, which amio_channel_free frees once no sender is counted). */
 static bool full_now(amio_channel *ch)
 {
 	int room;
@@ -295,48 +325,66 @@ static bool full_now(amio_channel *ch)
 	return room < 0;
 }
 
+/* Sleep until the receiver makes room (or a free bumps space_seq past
+ * seq), up to the deadline set at the first refusal. 0: look again;
+ * -ETIMEDOUT. */
+static int wait_space(amio_channel *ch, uint32_t seq, int timeout_ms, int64_t *deadline)
+{
+	struct timespec ts, *tsp = NULL;
+	bool full;
+
+	if (timeout_ms >= 0) {
+		int64_t now = amio__now_ns(), left;
+
+		if (*deadline < 0)
+			*deadline = now + (int64_t)timeout_ms * 1000000;
+		left = *deadline - now;
+		if (left <= 0)
+			return -ETIMEDOUT;
+		ts.tv_sec = left / 1000000000;
+		ts.tv_nsec = left % 1000000000;
+		tsp = &ts;
+	}
+	ck_pr_inc_32(&ch->space_waiters);
+	/* waiters before the slot re-check; pairs with try_recv's
+	 * seq_release and waiters load. */
+	ck_pr_fence_atomic_load();
+	full = full_now(ch);
+	if (full)
+		syscall(SYS_futex, &ch->space_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
+	ck_pr_dec_32(&ch->space_waiters);
+	return 0;
+}
+
 int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms)
 {
 	int64_t deadline = -1; /* set at the first refusal: no clock read if there is room */
+	int rc;
 
 	if (timeout_ms < -1)
 		return -EINVAL;
+	/* Counted as a sender for the whole call, asleep included: the frees
+	 * wake us and wait until we leave, so nothing here touches ch or the
+	 * poller once they are gone (a sender counted only around each try
+	 * was not waited for between its wakeup and its next try). */
+	rc = enter(ch);
+	if (rc < 0)
+		return rc;
 	for (;;) {
 		uint32_t seq = ck_pr_load_32(&ch->space_seq);
-		struct timespec ts, *tsp = NULL;
-		int rc = amio_channel_send(ch, msg);
-		bool full;
 
-		if (rc != -EAGAIN)
-			return rc;
-		if (timeout_ms >= 0) {
-			int64_t now = amio__now_ns(), left;
-
-			if (deadline < 0)
-				deadline = now + (int64_t)timeout_ms * 1000000;
-			left = deadline - now;
-			if (left <= 0)
-				return -ETIMEDOUT;
-			ts.tv_sec = left / 1000000000;
-			ts.tv_nsec = left % 1000000000;
-			tsp = &ts;
-		}
-		/* Counted as a sender while we look at the slots: a racing
-		 * amio_channel_free waits for us before it frees them, and its
-		 * space_seq bump after that makes our futex wait return. */
-		rc = enter(ch);
-		if (rc < 0)
-			return rc;
-		ck_pr_inc_32(&ch->space_waiters);
-		/* waiters before the slot re-check; pairs with try_recv's
-		 * seq_release and waiters load. */
-		ck_pr_fence_atomic_load();
-		full = full_now(ch);
-		leave(ch);
-		if (full)
-			syscall(SYS_futex, &ch->space_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
-		ck_pr_dec_32(&ch->space_waiters);
+		/* space_seq before closed and shutdown: a free stores its
+		 * flag, then bumps. Seeing its bump, we see the flag; missing
+		 * it, our futex wait finds the word moved or is woken. */
+		ck_pr_fence_load();
+		rc = gone(ch);
+		if (rc == 0)
+			rc = send_counted(ch, msg);
+		if (rc != -EAGAIN || (rc = wait_space(ch, seq, timeout_ms, &deadline)) < 0)
+			break;
 	}
+	leave(ch);
+	return rc;
 }
 
 /* Wake every sender asleep in amio_channel_send_wait: they all retry, and
@@ -481,12 +529,17 @@ bool amio__channel_stale(amio_poller *p, uint64_t id)
 
 void amio__channels_shutdown(amio_poller *p)
 {
+	amio_channel *ch;
+
 	/* After p->shutdown is stored: a sender about to sleep either sees it
 	 * or finds space_seq moved and does not sleep. */
 	ck_pr_fence_memory();
-	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all) {
+	for (ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all)
 		amio__futex_bump(&ch->space_seq);
-	}
+	/* Then every counted sender leaves (those just woken among them):
+	 * nothing touches the ring or p after the free went on. */
+	for (ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all)
+		wait_senders(ch);
 }
 
 void amio__channels_free_all(amio_poller *p)

@@ -502,6 +502,7 @@ struct amio_poller {
 	/* Shared with registrars. */
 	uint32_t state CK_CC_CACHELINE;  /* AMIO__RUNNING/SLEEPING/NOTIFIED */
 	uint32_t stop;                   /* amio_poller_stop requested */
+	uint32_t stoppers;               /* amio_poller_stop calls in flight (the free waits) */
 	uint32_t refs;                   /* poller + each registrar */
 	struct amio_registrar *incoming; /* registrars not yet adopted (CAS stack) */
 	struct amio_channel *ready;      /* channels raised since the last drain (CAS stack) */
@@ -733,7 +734,8 @@ void amio__on_remove_busy(amio_poller *p, uint32_t slot, uint32_t armgen);
 /* channel.c: poll thread side. */
 void amio__channels_pop(amio_poller *p);
 void amio__channels_handle(amio_poller *p);
-/* amio_poller_free: wake senders blocked in amio_channel_send_wait. */
+/* amio_poller_free, after the shutdown store: wake senders asleep in
+ * amio_channel_send_wait, then wait until no sender is inside a call. */
 void amio__channels_shutdown(amio_poller *p);
 void amio__channels_free_all(amio_poller *p);
 /* Hand-out time (any thread): an AMIO_CHANNEL notification made before

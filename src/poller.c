@@ -146,14 +146,15 @@ static void adopt_queued_pools(amio_poller *p, amio_registrar *r)
 		}
 }
 
-void amio_poller_free(amio_poller *p)
+/* Shut the door and wait until nobody is inside a call that touches p:
+ * registrars (in_call), stoppers, channel senders (those asleep in
+ * send_wait are woken first). Every later call sees shutdown. */
+static void shut_out(amio_poller *p)
 {
-	amio_registrar *in, *r, *next;
+	amio_registrar *in, *next;
 
-	if (!p)
-		return;
-	/* Shut the door first: kicks never send again (state stays NOTIFIED),
-	 * new registrars are refused, and every call sees shutdown. */
+	/* Kicks never send again (state stays NOTIFIED), new registrars are
+	 * refused, and every call sees shutdown. */
 	ck_pr_store_32(&p->state, AMIO__NOTIFIED);
 	ck_pr_store_32(&p->shutdown, 1);
 	in = ck_pr_fas_ptr(&p->incoming, AMIO__INCOMING_CLOSED);
@@ -163,15 +164,29 @@ void amio_poller_free(amio_poller *p)
 		p->registrars = in;
 		in = next;
 	}
-	/* Dekker pair with registrar_enter(): our shutdown store before their
-	 * in_call loads. */
+	/* Dekker pair with registrar_enter(), amio_poller_stop() and the
+	 * channels' enter(): our shutdown store before their in_call,
+	 * stoppers and senders loads. It also orders the poll thread's load of
+	 * the stop flag that ended its run before our stoppers load. */
 	ck_pr_fence_memory();
 	quiesce(p->registrars);
-	for (amio_channel *ch = ck_pr_load_ptr(&p->channels); ch; ch = ch->next_all)
-		while (ck_pr_load_32(&ch->senders))
-			ck_pr_stall();
-	/* Senders asleep in amio_channel_send_wait: they return -ESHUTDOWN. */
+	/* A stop that ended the run that returned before this free may still
+	 * be sending its wakeup (the ring fd, the stop ring, p itself). The
+	 * acquire load (ck.h under TSan) pairs with its release decrement. */
+	while (ck_pr_load_32(&p->stoppers))
+		ck_pr_stall();
+	/* Senders, those asleep in send_wait woken first: they return
+	 * -ESHUTDOWN. */
 	amio__channels_shutdown(p);
+}
+
+void amio_poller_free(amio_poller *p)
+{
+	amio_registrar *r, *next;
+
+	if (!p)
+		return;
+	shut_out(p);
 	/* Workers asleep on their inbox, or waiting for queue room, would
 	 * never learn of the shutdown. */
 	for (r = p->registrars; r; r = r->next) {
@@ -251,11 +266,24 @@ void amio__poller_kick(amio_poller *p, amio_registrar *r)
 
 int amio_poller_stop(amio_poller *p)
 {
-	if (ck_pr_load_32(&p->shutdown))
-		return -ESHUTDOWN;
-	ck_pr_store_32(&p->stop, 1);
-	amio__poller_kick(p, NULL);
-	return 0;
+	int rc = 0;
+
+	/* Counted before the shutdown load and the stop store: a Dekker pair
+	 * with shut_out() (either it sees us and waits, or we see shutdown),
+	 * and a poll thread that frees after seeing our stop sees us counted. */
+	ck_pr_inc_32(&p->stoppers);
+	ck_pr_fence_memory();
+	if (ck_pr_load_32(&p->shutdown)) {
+		rc = -ESHUTDOWN;
+	} else {
+		ck_pr_store_32(&p->stop, 1);
+		amio__poller_kick(p, NULL);
+	}
+	/* Every access of ours to p and its ring (the wakeup) before the
+	 * decrement that lets amio_poller_free go on; its last access to p. */
+	ck_pr_fence_release();
+	ck_pr_dec_32(&p->stoppers);
+	return rc;
 }
 
 /* ---- Sleeping ---------------------------------------------------------- */
