@@ -202,7 +202,9 @@ static int enter(amio_channel *ch)
 }
 
 /* Until no sender is counted. One just woken from send_wait needs a CPU
- * to leave: spin briefly, then yield it. */
+ * to leave: spin briefly, then yield it. The load of 0 (acquire under
+ * TSan, ck.h) pairs with leave()'s release decrement: the senders' last
+ * accesses come before what the caller frees next. */
 static void wait_senders(amio_channel *ch)
 {
 	for (unsigned i = 0; ck_pr_load_32(&ch->senders); i++)
@@ -352,7 +354,7 @@ static int wait_space(amio_channel *ch, uint32_t seq, int timeout_ms, int64_t *d
 	full = full_now(ch);
 	if (full)
 		syscall(SYS_futex, &ch->space_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
-	ck_pr_dec_32(&ch->space_waiters);
+	ck_pr_dec_32(&ch->space_waiters); /* a count only: orders nothing */
 	return 0;
 }
 
