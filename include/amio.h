@@ -236,6 +236,18 @@ AMIO_API int amio_poller_new(amio_poller **out, const struct amio_poller_config 
  * io_uring ring cancels them as it exits, in the background: keep the
  * buffers of sends still running allocated, or end them (amio_cancel, then
  * their DONE) before freeing the poller.
+ * Accepted connections no consumer took (held for one, in an inbox, in the
+ * CQ or in the kernel's CQ overflow list) are closed. One exception, from
+ * another thread only: a SINGLE_ISSUER | DEFER_TASKRUN ring (the default
+ * where the kernel has it; not with AMIO_POLLER_NO_DEFER_TASKRUN) lets no
+ * thread but the poll thread flush its overflow list, so what the poll
+ * thread's last wait left there (only after the CQ overflowed: see the
+ * overflows counter) goes with the ring, and a connection among it stays
+ * open: free on the poll thread, or give the CQ room (cq_entries).
+ * Calls in flight: it waits until no registrar call, channel send or
+ * amio_poller_stop is inside (a sender asleep in amio_channel_send_wait is
+ * woken and returns -ESHUTDOWN first), so the poll thread may free p as
+ * soon as the wait or run a stop ended has returned (see amio_poller_stop).
  * Thread: the poll thread, or any thread once the poll thread no longer uses p.
  */
 AMIO_API void amio_poller_free(amio_poller *p);
@@ -283,7 +295,13 @@ AMIO_API int amio_poller_run(amio_poller *p);
  * next wait applies them (amio_poller_free cancels them). Notifications
  * the poll thread delivered to inboxes before stopping are there, their
  * waiters woken, when its wait/run returns.
- * Returns: 0. Errors: -ESHUTDOWN, -errno of the wakeup.
+ * Stop, then free: the poll thread may call amio_poller_free as soon as the
+ * wait or run this stop ended has returned, while this call is still
+ * returning (the free waits for stops in flight). A stop that may come
+ * later, having ended nothing, must return before amio_poller_free starts,
+ * unless a registrar or channel of p is not freed yet: p's memory lasts
+ * until the last of them is, and the stop returns -ESHUTDOWN.
+ * Returns: 0. Errors: -ESHUTDOWN (amio_poller_free has run).
  * Thread: any thread.
  */
 AMIO_API int amio_poller_stop(amio_poller *p);
@@ -505,8 +523,14 @@ AMIO_API int amio_channel_send(amio_channel *ch, const void *msg);
  * (try_recv returned -EAGAIN): one wakeup per refill, not per message.
  * Never call it on the thread that receives from ch (or on the poll thread
  * when the poll thread receives): nobody would make room.
- * Returns: 0. Errors: -ETIMEDOUT (still full after timeout_ms), -EPIPE,
- * -ESHUTDOWN, -EINVAL (timeout_ms below -1).
+ * Freed under it: a sender asleep here is woken by amio_channel_free
+ * (returns -EPIPE) or amio_poller_free (-ESHUTDOWN), whichever comes first,
+ * and that free returns only after this call has: the poller, the channel
+ * and its registrar may be freed one after the other without joining the
+ * senders first.
+ * Returns: 0. Errors: -ETIMEDOUT (still full after timeout_ms), -EPIPE (the
+ * channel was freed), -ESHUTDOWN (the poller was freed), -EINVAL
+ * (timeout_ms below -1).
  * Thread: any thread but the receiver's.
  */
 AMIO_API int amio_channel_send_wait(amio_channel *ch, const void *msg, int timeout_ms);
@@ -524,6 +548,8 @@ AMIO_API int amio_channel_try_recv(amio_channel *ch, void *msg);
  * senders get -EPIPE from now on, no notification for the id is delivered.
  * Senders may keep calling amio_channel_send(ch) until the poller is freed:
  * a closed channel keeps a small handle (320 bytes) until then.
+ * Senders inside a call now (asleep in amio_channel_send_wait too: woken,
+ * they return -EPIPE) are waited for before it returns.
  * Thread: the receiving thread.
  */
 AMIO_API void amio_channel_free(amio_channel *ch);

@@ -147,9 +147,9 @@ static int uring_init(amio_poller *p, const struct amio_poller_config *cfg)
 	return 0;
 }
 
-/* Reap what the CQ holds as the poller goes: connections accepted that
+/* What the CQ shows, reaped as the poller goes: connections accepted that
  * nobody will see are closed. */
-static void reap_closing(amio_poller *p)
+static void reap_shown_closing(amio_poller *p)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, seen = 0;
@@ -167,6 +167,24 @@ static void reap_closing(amio_poller *p)
 	io_uring_cq_advance(&p->be.u.ring, seen);
 }
 
+/* reap_shown_closing, and the CQEs the kernel keeps in its overflow list
+ * (NODROP, once the CQ was full; a multishot accept that overflows ends
+ * there with its last fd): an enter with GETEVENTS and nothing to submit
+ * moves them into the CQ as room allows, then they are reaped in turn. Any
+ * thread may do that, except on a DEFER_TASKRUN ring, which only its poll
+ * thread may enter (-EEXIST, probed on 6.18; amio.h tells the caller). */
+static void reap_closing(amio_poller *p)
+{
+	struct io_uring *ring = &p->be.u.ring;
+
+	for (;;) {
+		reap_shown_closing(p);
+		if (!io_uring_cq_has_overflow(ring) || io_uring_get_events(ring) < 0 ||
+		    !io_uring_cq_ready(ring))
+			return; /* all reaped, not ours to flush, or nothing moved */
+	}
+}
+
 /* Before the ring goes: cancel every operation and wait (1 s at most) for
  * their last CQEs, so no send reads, and no recv writes, a buffer after
  * amio_poller_free returns. Only the poll thread can submit to a
@@ -181,14 +199,16 @@ static void drain_io(amio_poller *p)
 	int64_t end = amio__now_ns() + 1000000000;
 
 	if (!be->io_inflight || !amio__is_poll_thread(p)) {
-		reap_closing(p); /* what the CQ shows, at least */
+		reap_closing(p); /* what the CQ and its overflow list hold, at least */
 		return;
 	}
 	sqe = io_uring_get_sqe(&be->ring);
 	if (!sqe && io_uring_submit(&be->ring) >= 0)
 		sqe = io_uring_get_sqe(&be->ring);
-	if (!sqe)
+	if (!sqe) {
+		reap_closing(p); /* no cancel: the ring's exit does it */
 		return;
+	}
 	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
 	io_uring_sqe_set_data64(sqe, user_data(TAG_MSG, 0, 0));
 	while (be->io_inflight && amio__now_ns() < end) {
