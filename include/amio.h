@@ -627,7 +627,9 @@ AMIO_API int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, ami
  * pool knows which buffers an AMIO_RECV lent, so a wrong put cannot put
  * a buffer in the ring twice).
  * Thread: the pool's consumer: the thread its registrar's notifications
- * go to (the inbox owner, or the poll thread for an Amy-mode registrar).
+ * go to (the inbox owner, or the poll thread for an Amy-mode registrar);
+ * never once amio_poller_free of its poller has begun (it frees the pools:
+ * unlike registrar calls, a put then is no -ESHUTDOWN but a use after free).
  */
 AMIO_API int amio_pool_put(amio_pool *pool, void *buf);
 
