@@ -74,7 +74,13 @@ enum {
 	 * still reports READ (on io_uring the kernel posts readiness when it
 	 * happens; epoll re-checks at epoll_wait). A read then gives EAGAIN. */
 	AMIO_LEVEL = 1u << 8,
-	/* One notification, then disarmed until amio_reregister(). */
+	/* One notification, then disarmed until amio_reregister(). It tells
+	 * what the fd has when the poll thread looks, on both backends: last
+	 * bytes and a FIN or RST that landed before then give one READ | HUP
+	 * (| ERROR), and readiness gone by then (another thread read the
+	 * bytes) is not reported: the registration stays armed. (io_uring
+	 * posts the mask of the wakeup, so amio looks again: one poll(2) per
+	 * reap batch holding ONESHOT reports that lack an event.) */
 	AMIO_ONESHOT = 1u << 9,
 };
 
@@ -665,8 +671,9 @@ AMIO_API int amio_pool_free(amio_pool *pool);
  * accepts_refused).
  * fd: a listening socket, O_NONBLOCK (checked: the epoll backend calls
  * accept4 on it). data: retained, returned in every notification.
- * Returns: the id (> 0). Errors: -EBADF (fd < 0 or not open), -EINVAL (fd
- * blocking, or not a socket), -EAGAIN (queue full), -ENOSPC, -ESHUTDOWN.
+ * Returns: the id (> 0). Errors, checked at the call (the same on both
+ * backends): -EBADF (fd < 0 or not open), -EINVAL (fd blocking, not a
+ * socket, or not listening), -EAGAIN (queue full), -ENOSPC, -ESHUTDOWN.
  * Thread: r's thread.
  */
 AMIO_API int64_t amio_accept(amio_registrar *r, int fd, void *data);
@@ -678,6 +685,11 @@ AMIO_API int64_t amio_accept(amio_registrar *r, int fd, void *data);
  * amio_pool_put). The bytes of one socket arrive in order. The recv ends
  * with one AMIO_RECV | AMIO_DONE: res = 0 at EOF, -errno on an error
  * (-ECONNRESET ...), -ECANCELED (amio_cancel), -ETIME (amio_set_deadline).
+ * An fd that is no connected stream socket is not checked at the call (a
+ * syscall per call): its recv ends at once with that DONE, the same res on
+ * both backends: -ENOTSOCK (a regular file, directory, pipe, eventfd,
+ * /dev/null: what recv(2) and io_uring's recv answer), -EBADF (not open),
+ * -ENOTCONN (a listening or unconnected socket).
  * An empty pool pauses the recv (io_uring ends it with -ENOBUFS) until a
  * buffer comes back: never reported, never a deaf socket.
  * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (pool NULL, being
@@ -697,7 +709,10 @@ AMIO_API int64_t amio_recv(amio_registrar *r, int fd, amio_pool *pool, void *dat
  * per socket (two io_uring sends in flight on a socket may reorder). Any
  * fd: the poller's per-fd send queues grow to the highest fd sent on,
  * whatever RLIMIT_NOFILE was when it was made (a DONE with -ENOMEM if the
- * table cannot grow).
+ * table cannot grow). An fd that is no connected stream socket is not
+ * checked at the call: its DONE carries the same res on both backends:
+ * -ENOTSOCK (not a socket), -EBADF (not open), -EPIPE (a listening or
+ * unconnected socket).
  * flags: 0 or AMIO_SEND_ZC. len: 1 .. 2^31 - 1 bytes (0: -EINVAL).
  * Ownership: buf is borrowed until the DONE notification: keep it
  * unchanged and allocated until then.
