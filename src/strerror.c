@@ -21,7 +21,7 @@ const char *amio_strerror(int err)
 	case -ENOENT:
 		return "-ENOENT: unknown, finished or deregistered id";
 	case -ENOSPC:
-		return "-ENOSPC: max_registrations ids are live";
+		return "-ENOSPC: max_registrations ids are live (or 65,536 pools)";
 	case -ENOMEM:
 		return "-ENOMEM: out of memory";
 	case -ESHUTDOWN:
@@ -29,7 +29,8 @@ const char *amio_strerror(int err)
 	case -EEXIST:
 		return "-EEXIST: the poller is used from a second thread (SINGLE_ISSUER ring)";
 	case -EBUSY:
-		return "-EBUSY: the kernel took no SQE (submission queue full after a retry)";
+		return "-EBUSY: the kernel took no SQE (submission queue full after a retry); or a "
+		       "pool still in use (a recv runs or a buffer is lent)";
 	case -ENOSYS:
 		return "-ENOSYS: io_uring is not available: an old kernel, or a seccomp profile "
 		       "(Podman's default) that answers ENOSYS; amio falls back to epoll unless "
@@ -42,6 +43,15 @@ const char *amio_strerror(int err)
 		       "(a regular file or directory)";
 	case -EPIPE:
 		return "-EPIPE: the other end is closed";
+	case -ENOTSOCK:
+		return "-ENOTSOCK: a socket call on an fd that is no socket";
+	case -ENOTCONN:
+		return "-ENOTCONN: a recv on a socket that is not connected";
+	case -ECANCELED:
+		return "-ECANCELED: the operation was cancelled (amio_cancel, or its registrar "
+		       "freed)";
+	case -ETIME:
+		return "-ETIME: the operation's deadline passed (amio_set_deadline)";
 	case -EMSGSIZE:
 		return "-EMSGSIZE: frame or line longer than the configured maximum";
 	case -EPROTO:
