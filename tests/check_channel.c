@@ -1,6 +1,9 @@
 /* Channels: each of Amy's channel behaviours, bounds, closing, blocking send,
- * inbox routing, and a 4-sender stress test that counts wakeups. */
+ * inbox routing, wakeups that coalesce, and a 4-sender stress test. How many
+ * wakeups a run costs depends on the scheduler: bench/properties.sh measures
+ * it, these cases assert only what amio.h promises. */
 #include <pthread.h>
+#include <sys/syscall.h>
 
 #include "amio_test.h"
 
@@ -252,60 +255,92 @@ START_TEST(sends_to_a_freed_channel_fail_with_epipe)
 }
 END_TEST
 
-struct blocked {
+struct waiter {
 	amio_channel *ch;
+	int v;
 	int rc;
-	int64_t waited_ms;
+	pid_t tid;     /* the sender's thread id, for /proc */
+	uint32_t done; /* send_wait returned */
 };
 
-static void *send_blocking(void *arg)
+static void *send_wait_main(void *arg)
 {
-	struct blocked *b = arg;
-	int64_t t0 = t_now_ms();
-	int v = 42;
+	struct waiter *w = arg;
 
-	b->rc = amio_channel_send_wait(b->ch, &v, 5000);
-	b->waited_ms = t_now_ms() - t0;
+	/* tid before the call; pairs with the acquire load in asleep_in_send_wait. */
+	__atomic_store_n(&w->tid, (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	w->rc = amio_channel_send_wait(w->ch, &w->v, 10000);
+	/* rc before done; pairs with the acquire loads of done. */
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
 	return NULL;
+}
+
+/* The syscall thread tid is blocked in (/proc/self/task/<tid>/syscall: its
+ * number, then its arguments), or -1 while it runs; *addr and *op: the first
+ * two arguments. */
+static long blocked_in(pid_t tid, unsigned long *addr, unsigned long *op)
+{
+	char path[64], line[256];
+	long nr = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	f = fopen(path, "r");
+	ck_assert_msg(f, "%s: %s", path, strerror(errno));
+	if (fgets(line, sizeof(line), f) &&
+	    sscanf(line, "%ld %lx %lx", &nr, addr, op) != 3) /* "running" */
+		nr = -1;
+	fclose(f);
+	return nr;
+}
+
+/* Wait until the sender sleeps in amio_channel_send_wait (a FUTEX_WAIT that
+ * lasts: seen on the same word twice, 20 ms apart; a sanitizer's own locks
+ * are brief). A fixed sleep would depend on the scheduler: on a busy machine
+ * the sender may not have started yet. */
+static void asleep_in_send_wait(const struct waiter *w)
+{
+	int64_t end = t_now_ms() + 10000;
+	unsigned long addr = 0, op, seen = 0;
+	pid_t tid;
+
+	while (!(tid = __atomic_load_n(&w->tid, __ATOMIC_ACQUIRE)))
+		usleep(1000);
+	for (;;) {
+		/* FUTEX_WAIT or FUTEX_WAIT_BITSET, private or not */
+		bool futex_wait = blocked_in(tid, &addr, &op) == SYS_futex &&
+		                  ((op & 0x7f) == 0 || (op & 0x7f) == 9);
+
+		ck_assert_msg(!__atomic_load_n(&w->done, __ATOMIC_ACQUIRE),
+		              "send_wait returned %d on a full channel", w->rc);
+		if (futex_wait && addr == seen)
+			return;
+		seen = futex_wait ? addr : 0;
+		ck_assert_msg(t_now_ms() < end, "the sender never slept in send_wait");
+		usleep(20000);
+	}
 }
 
 START_TEST(send_wait_blocks_until_the_receiver_makes_room)
 {
 	struct fixture f;
-	struct blocked b;
+	struct waiter w;
 	pthread_t t;
 	int v = 1;
 
 	setup(&f, 1);
 	send_int(f.ch, 1);
 	ck_assert_int_eq(amio_channel_send_wait(f.ch, &v, 20), -ETIMEDOUT);
-	b = (struct blocked){.ch = f.ch};
-	ck_assert_int_eq(pthread_create(&t, NULL, send_blocking, &b), 0);
-	usleep(100000);
+	w = (struct waiter){.ch = f.ch, .v = 42};
+	ck_assert_int_eq(pthread_create(&t, NULL, send_wait_main, &w), 0);
+	asleep_in_send_wait(&w); /* and it has not returned */
 	ck_assert_int_eq(recv_int(f.ch), 1);
 	pthread_join(t, NULL);
-	ck_assert_int_eq(b.rc, 0);
-	ck_assert_int_ge(b.waited_ms, 90);
+	ck_assert_int_eq(w.rc, 0);
 	ck_assert_int_eq(recv_int(f.ch), 42);
 	teardown(&f);
 }
 END_TEST
-
-struct waiter {
-	amio_channel *ch;
-	int rc;
-	uint32_t done;
-};
-
-static void *send_wait_main(void *arg)
-{
-	struct waiter *w = arg;
-	int v = 99;
-
-	w->rc = amio_channel_send_wait(w->ch, &v, 10000);
-	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
-	return NULL;
-}
 
 /* One wakeup per refill, not per message: a sender blocked on a full channel
  * is woken once half the capacity is free (as documented). */
@@ -318,12 +353,12 @@ START_TEST(send_wait_wakes_once_half_the_capacity_is_free)
 	setup(&f, 8);
 	for (int i = 0; i < 8; i++)
 		send_int(f.ch, i);
-	w = (struct waiter){.ch = f.ch};
+	w = (struct waiter){.ch = f.ch, .v = 99};
 	ck_assert_int_eq(pthread_create(&t, NULL, send_wait_main, &w), 0);
-	usleep(50000); /* the sender is asleep: the channel is full */
+	asleep_in_send_wait(&w); /* the channel is full */
 	for (int i = 0; i < 3; i++)
 		ck_assert_int_eq(recv_int(f.ch), i);
-	usleep(50000);
+	usleep(50000); /* a wrong wakeup would return by now (a busy machine only delays it) */
 	ck_assert_uint_eq(__atomic_load_n(&w.done, __ATOMIC_ACQUIRE), 0);
 	ck_assert_int_eq(recv_int(f.ch), 3); /* the fourth: half of 8 */
 	pthread_join(t, NULL);
@@ -355,6 +390,53 @@ START_TEST(channels_follow_inbox_routing)
 	amio_channel_free(ch);
 	amio_registrar_free(r);
 	amio_poller_free(p);
+}
+END_TEST
+
+/* ---- Wakeups coalesce ------------------------------------------------------ */
+
+struct burst {
+	amio_channel *ch;
+	int count;
+};
+
+static void *send_burst(void *arg)
+{
+	struct burst *b = arg;
+
+	for (int i = 0; i < b->count; i++)
+		ck_assert_int_eq(amio_channel_send(b->ch, &i), 0);
+	return NULL;
+}
+
+/* DESIGN.md 4: a wakeup goes only to a poller that published SLEEPING, which
+ * it does only inside amio_poller_wait; sends while the poll thread is
+ * elsewhere cost none, however they interleave. (How many a busy loop costs
+ * is a measurement: bench/properties.sh.) */
+START_TEST(sends_while_the_poll_thread_is_not_waiting_send_no_wakeup)
+{
+	struct fixture f;
+	struct amio_poller_stats st0, st1;
+	struct burst b[4];
+	pthread_t t[4];
+	int v, got = 0;
+
+	setup(&f, 4096);
+	expect_none(&f, 0); /* the poll thread, and the channel is registered */
+	amio_poller_stats(f.p, &st0);
+	for (int i = 0; i < 4; i++) {
+		b[i] = (struct burst){.ch = f.ch, .count = 1000};
+		ck_assert_int_eq(pthread_create(&t[i], NULL, send_burst, &b[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	amio_poller_stats(f.p, &st1);
+	ck_assert_uint_eq(st1.wakeups_sent, st0.wakeups_sent);
+	expect_one(&f, 5000);
+	while (amio_channel_try_recv(f.ch, &v) == 0)
+		got++;
+	ck_assert_int_eq(got, 4000);
+	teardown(&f);
 }
 END_TEST
 
@@ -396,13 +478,14 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
-/* _i = 0: a 4096-message channel, senders retry on -EAGAIN (and the wakeup
- * count is bounded); _i = 1: a 5-message channel (not a power of two, full
- * most of the time), senders block in amio_channel_send_wait, so every
- * position wraps often and the space handshake runs on most sends. */
+/* _i = 0: a 4096-message channel, senders retry on -EAGAIN; _i = 1: a
+ * 5-message channel (not a power of two, full most of the time), senders
+ * block in amio_channel_send_wait, so every position wraps often and the
+ * space handshake runs on most sends. The wakeups each run cost are printed;
+ * bench/properties.sh measures them (they depend on the scheduler). */
 START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 {
-	/* Busy polling on: the case where wakeups should be rare. */
+	/* Busy polling on, as in the benchmark row that counts wakeups. */
 	struct amio_poller_config cfg = {.spin_us = 50};
 	amio_poller *p = t_poller(&cfg);
 	struct sender_arg args[SENDERS];
@@ -455,26 +538,20 @@ START_TEST(four_senders_a_million_messages_each_arrive_once_in_order)
 	ck_assert_uint_eq(got, (uint64_t)SENDERS * per);
 	for (int i = 0; i < SENDERS; i++)
 		ck_assert_uint_eq(next[i], per);
-	/* One wakeup per poller sleep at most, at any speed. Plus one: a
-	 * sender can see SLEEPING in the window where the poller, re-checking
-	 * before it sleeps, found work and went on; that wakeup is consumed by
-	 * the poller's next enter, which may come after these counters are
-	 * read (seen on epoll under ASan: 66 wakeups, 65 enters). */
-	ck_assert_uint_le(st.wakeups_sent, st.enters + 1);
-	/* Far fewer wakeups than messages: only empty-to-non-empty sends raise,
-	 * and the 50 us spin catches most of those (without it: about one
-	 * wakeup per drain, 450 per 1,000 messages here on 2 vCPUs).
-	 * An efficiency bound, checked at full scale (debug, ASan); the scaled
-	 * TSan run is 10-50x slower and checks interleavings, not speed. */
-	if (PER_SENDER >= 1000000 && !blocking)
-		ck_assert_uint_lt(st.wakeups_sent, got / 10);
+	/* No bound on wakeups_sent here, not even against enters: a sender
+	 * that sees SLEEPING while the poller, re-checking before it sleeps,
+	 * finds work and goes on sends a wakeup no sleep of its own answers,
+	 * and one later enter can take several (on epoll one read of the
+	 * eventfd). How often that happens is the scheduler's doing (3 over
+	 * enters on a loaded machine); a lost wakeup shows as five quiet
+	 * seconds above. */
 	amio_channel_free(ch);
 	amio_registrar_free(r);
 	amio_poller_free(p);
 }
 END_TEST
 
-/* ---- The default adaptive spin ------------------------------------------ */
+/* ---- Request/response across threads -------------------------------------- */
 
 struct pinger {
 	amio_channel *ch;
@@ -495,17 +572,18 @@ static void *ping_main(void *arg)
 }
 
 /* Request/response across threads: one message in flight, the next sent
- * as soon as the last is received. With the default spin the poll thread
- * catches most of them spinning (no MSG_RING wakeup); with
- * AMIO_POLLER_NO_SPIN most find it asleep (measured: 1,200 to 18,000 of
- * 20,000, depending on where the scheduler puts the sender). A behaviour
- * bound, checked at full scale only: the TSan run is too slow for a spin
- * to catch a reply. The bound is loose: on 2 shared vCPUs a burst of
- * preemptions costs a few hundred wakeups (measured: 120 to 3,300). */
-START_TEST(ping_pong_across_threads_mostly_spins_instead_of_waking)
+ * as soon as the last is received; every one arrives, in order, and none
+ * waits for a wakeup that never comes (5 s). How many of them the default
+ * adaptive spin catches without a wakeup is a property of the CPUs being
+ * free, not of the contract: on 2 idle vCPUs a few round trips in 1,000
+ * cost one, with two busy loops beside it up to every one (19,999 of
+ * 20,000 seen). bench/properties.sh measures it (row pingpong). */
+START_TEST(ping_pong_across_threads_every_message_arrives_in_order)
 {
 	amio_poller *p = t_poller(NULL);
-	struct pinger g = {.rounds = (uint32_t)t_scale(20000)};
+	/* 5,000: enough interleavings; 20,000 were for the wakeup bound, and
+	 * under ASan with busy CPUs each round may cost a full sleep (~3 ms). */
+	struct pinger g = {.rounds = (uint32_t)t_scale(5000)};
 	struct amio_poller_stats st;
 	amio_notification n[4];
 	amio_registrar *r;
@@ -527,8 +605,6 @@ START_TEST(ping_pong_across_threads_mostly_spins_instead_of_waking)
 	amio_poller_stats(p, &st);
 	fprintf(stderr, "ping-pong: %u rounds, %llu wakeups sent\n", g.rounds,
 	        (unsigned long long)st.wakeups_sent);
-	if (g.rounds >= 20000)
-		ck_assert_uint_lt(st.wakeups_sent, g.rounds / 4);
 	amio_channel_free(g.ch);
 	amio_registrar_free(r);
 	amio_poller_free(p);
@@ -563,9 +639,10 @@ int main(void)
 	tcase_add_test(tc, channels_follow_inbox_routing);
 	suite_add_tcase(s, tc);
 
-	tc = tcase_create("spin");
+	tc = tcase_create("wakeups");
 	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, ping_pong_across_threads_mostly_spins_instead_of_waking);
+	tcase_add_test(tc, sends_while_the_poll_thread_is_not_waiting_send_no_wakeup);
+	tcase_add_test(tc, ping_pong_across_threads_every_message_arrives_in_order);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("stress");
