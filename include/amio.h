@@ -576,6 +576,10 @@ AMIO_API void amio_channel_free(amio_channel *ch);
  * (amio_set_deadline). Unlike readiness, nothing of an operation is filtered
  * at hand-out: a notification that lends a buffer always reaches its consumer.
  * The fd must stay open until DONE (close it after, never before).
+ * On the epoll backend an operation that has to wait (a recv for bytes, a
+ * send for room, an accept) registers a dup of its fd, as amio_register
+ * does: one more fd while it waits, so a process at RLIMIT_NOFILE sees it
+ * end with -EMFILE (or -ENFILE) in its DONE; io_uring needs no fd.
  */
 
 /* Most buffers in a pool: the kernel's provided buffer ring limit. */
@@ -644,7 +648,9 @@ AMIO_API int amio_pool_put(amio_pool *pool, void *buf);
  * made: it may still wait in the consumer's queue, and comes) and every
  * buffer it lent is back (amio_pool_put).
  * Once this returns 0 the handle is gone, as after free(3): pass it to no
- * call again. Until the poll thread has applied the free, a second
+ * call again. Its buffer group is given back when the poll thread applies
+ * the free (at once on the poll thread): off it, a pool made right after
+ * at the 65,536 limit may still see -ENOSPC until then. Until the poll thread has applied the free, a second
  * amio_pool_free and amio_recv into it say -EINVAL; after that amio cannot
  * tell the handle from any other pointer.
  * Returns: 0. Errors: -EINVAL (NULL, or freed already), -EBUSY (a recv

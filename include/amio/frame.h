@@ -93,9 +93,12 @@ struct amio_line_reader {
 /*
  * Prepares fr to read frames whose payload is at most max_frame bytes.
  * Allocates nothing: the buffer starts at 4 KiB (or max_frame + 4 if smaller)
- * on first use and doubles while the frame being parsed needs more, never
- * beyond max_frame + 4 (one 5,000-byte frame leaves 8 KiB); it is not made
- * smaller again before amio_frame_reader_destroy(). A max_frame above
+ * on first use; once a frame's header is in, it grows at once to hold that
+ * whole frame (to twice its size, or 4 + the announced length if more),
+ * never beyond max_frame + 4: memory follows the length a peer announces,
+ * so max_frame bounds what one connection can make it allocate (one
+ * 5,000-byte frame leaves 8 KiB). It is not made smaller again before
+ * amio_frame_reader_destroy(). A max_frame above
  * UINT32_MAX is treated as UINT32_MAX (the header cannot announce more).
  * Returns: 0, or -EINVAL if max_frame + 4 does not fit in size_t.
  * Ownership: fr is caller storage, retained until amio_frame_reader_destroy().
@@ -375,7 +378,8 @@ AMIO_API size_t amio_frame_writer_queued(const struct amio_frame_writer *fw);
  * while a line is longer, never beyond max_line. Only a take() may make it
  * larger (see amio_line_reader_set_max_take(), which also lets the first
  * block be up to 4 KiB when max_line is smaller).
- * Returns: 0, or -EINVAL if max_line is 0.
+ * Returns: 0, or -EINVAL if max_line is 0 or above SSIZE_MAX (a line's
+ * length must fit the ssize_t the reader returns).
  * Ownership: lr is caller storage, retained until amio_line_reader_destroy().
  * Thread: one thread at a time.
  */
