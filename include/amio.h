@@ -650,9 +650,10 @@ AMIO_API int amio_pool_put(amio_pool *pool, void *buf);
  * Once this returns 0 the handle is gone, as after free(3): pass it to no
  * call again. Its buffer group is given back when the poll thread applies
  * the free (at once on the poll thread): off it, a pool made right after
- * at the 65,536 limit may still see -ENOSPC until then. Until the poll thread has applied the free, a second
- * amio_pool_free and amio_recv into it say -EINVAL; after that amio cannot
- * tell the handle from any other pointer.
+ * at the 65,536 limit may still see -ENOSPC until then. Until the poll
+ * thread has applied the free, a second amio_pool_free and amio_recv into
+ * it say -EINVAL; after that amio cannot tell the handle from any other
+ * pointer.
  * Returns: 0. Errors: -EINVAL (NULL, or freed already), -EBUSY (a recv
  * still runs or a buffer is still lent: nothing freed), -EAGAIN (queue
  * full: retry).
