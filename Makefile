@@ -4,7 +4,7 @@ DEPS      := cmake gcc pkg-config liburing-dev libck-dev check libseccomp-dev py
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan format clean fuzz bench valgrind soak reliability torture install package
+.PHONY: all deps build release demo test test-debug test-asan test-tsan test-busy format clean fuzz bench valgrind soak reliability torture install package
 
 all: build
 
@@ -55,6 +55,12 @@ test-tsan: deps
 	@cmake --build --preset tsan -j $(JOBS)
 	@cd build/tsan && AMIO_TEST_SCALE=0.02 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
 	  ctest --output-on-failure -j $(JOBS) -L threads $(CTEST_ARGS)
+
+# make test while two busy loops compete for the CPUs (scripts/busy.sh;
+# BUSY_LOOPS=n for more): the suites assert contracts, not speed or
+# scheduling outcomes, so they must pass on a loaded machine.
+test-busy:
+	@sh scripts/busy.sh $(MAKE) test
 
 # Install the libraries, headers, CMake and pkg-config files and man pages
 # under PREFIX (staged under DESTDIR if set), from an optimised build of the
