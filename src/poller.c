@@ -491,6 +491,21 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 			if (left < 0 || dl < left)
 				left = dl;
 		}
+		if (p->waking_pools) {
+			/* Buffers promised to recvs a refill woke: submit and
+			 * look once more before sleeping, so one with nothing
+			 * to read hands its buffer on (pool.c) rather than
+			 * holding it while we sleep. */
+			rc = amio__backend_enter(p, false, 0);
+			if (rc < 0 && enter_failed(p, rc, &failed_row))
+				return end_on_error(p, rc);
+			reap(p);
+			if (p->waking_pools)
+				amio__pools_reaped(p);
+			if (amio__filter_out(p))
+				return (int)p->out_n;
+			continue;
+		}
 		if (spin_for_work(p, left) || !sleep_ok(p))
 			continue;
 		rc = amio__backend_enter(p, true, left);
