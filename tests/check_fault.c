@@ -371,7 +371,8 @@ static void *run_poller(void *arg)
 
 START_TEST(inbox_doorbells_survive_a_full_sq)
 {
-	enum { ROUNDS = 2000, ROUND_MS = 500 };
+	/* ROUND_MS: a budget for a lost doorbell to show, not a speed. */
+	enum { ROUNDS = 2000, ROUND_MS = 5000 };
 	amio_poller *p = t_poller(NULL);
 	amio_registrar *r;
 	amio_notification out[NSOCK];
@@ -408,13 +409,16 @@ START_TEST(inbox_doorbells_survive_a_full_sq)
 		/* Every byte written this round must be reported in time: the
 		 * poll thread has nothing else to wake it. */
 		while (want > 0) {
-			int n = amio_registrar_wait(r, out, NSOCK, (int)(end - t_now_ms()));
+			int64_t left = end - t_now_ms();
+			int n = amio_registrar_wait(r, out, NSOCK, left > 0 ? (int)left : 0);
 
-			/* Woken by its timeout, not a doorbell: the doorbell was lost. */
-			ck_assert_msg(
-			    n > 0 && t_now_ms() < end,
-			    "round %d: %d sockets not reported within %d ms (a lost doorbell)",
-			    round, want, ROUND_MS);
+			/* Woken by its timeout, not a doorbell: the doorbell was
+			 * lost. (Woken with n > 0 counts however late: a busy
+			 * machine may run us after the round's end.) */
+			ck_assert_msg(n > 0,
+			              "round %d: %d sockets not reported within %d ms (a lost "
+			              "doorbell)",
+			              round, want, ROUND_MS);
 			for (int i = 0; i < n; i++) {
 				struct sock *x = out[i].data;
 

@@ -156,8 +156,9 @@ START_TEST(freeing_an_inbox_registrar_deregisters_its_ids)
 	usleep(20000);
 	amio_registrar_free(r);
 	close(fds[1]);
-	/* Only a removed poll lets the close send FIN. */
-	end = t_now_ms() + 1000;
+	/* Only a removed poll lets the close send FIN (the poll thread runs
+	 * elsewhere: a budget, not a speed). */
+	end = t_now_ms() + 5000;
 	while (read(fds[0], &c, 1) != 0 && t_now_ms() < end)
 		usleep(1000);
 	ck_assert_int_lt(t_now_ms(), end);
@@ -251,17 +252,16 @@ START_TEST(freeing_the_poller_wakes_a_blocked_inbox_waiter)
 	amio_notification n[1];
 	pthread_t t;
 	void *rc;
-	int64_t t0;
 
 	ck_assert_int_eq(amio_poller_wait(p, n, 1, 0), 0);
 	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
 	ck_assert_int_eq(pthread_create(&t, NULL, wait_forever, r), 0);
-	usleep(50000);
-	t0 = t_now_ms();
+	usleep(50000); /* most likely asleep by now; -ESHUTDOWN either way */
 	amio_poller_free(p);
 	pthread_join(t, &rc);
+	/* Woken (a wait without limit: a lost wakeup hangs the join and the
+	 * case's timeout fails it); how soon is bench/properties.sh's. */
 	ck_assert_int_eq((int)(intptr_t)rc, -ESHUTDOWN);
-	ck_assert_int_lt(t_now_ms() - t0, 1000);
 	ck_assert_int_eq(amio_register(r, 0, AMIO_READ, NULL), -ESHUTDOWN);
 	amio_registrar_free(r);
 	ck_assert_int_eq(t_count_fds(), fds_before);

@@ -348,7 +348,14 @@ START_TEST(an_exhausted_pool_pauses_the_recv_until_a_buffer_comes_back)
 	id = amio_recv(r, fds[1], pool, NULL);
 	ck_assert_int_gt(id, 0);
 	ck_assert_int_eq(write(fds[0], data, sizeof(data)), (ssize_t)sizeof(data));
-	/* Take notes without giving anything back: 4 at most. */
+	/* Take notes without giving anything back: all 4 buffers (however
+	 * long a busy machine takes), then nothing more for 300 ms. */
+	for (end = t_now_ms() + 5000; nheld < 4 && t_now_ms() < end;) {
+		int rc = amio_poller_wait(p, held + nheld, 4, 20);
+
+		ck_assert_int_ge(rc, 0);
+		nheld += rc;
+	}
 	for (end = t_now_ms() + 300; t_now_ms() < end;) {
 		int rc = amio_poller_wait(p, held + nheld, 4, 20);
 
@@ -518,9 +525,11 @@ START_TEST(a_deadline_ends_an_idle_recv_with_etime_never_early)
 	id = amio_recv(r, fds[1], pool, &log);
 	log.id = (uint64_t)id;
 	t0 = t_now_ms();
-	ck_assert_int_eq(amio_set_deadline(r, (uint64_t)id, 60), 0);
-	/* Bytes every 20 ms, deadline moved each time: alive for 200 ms. */
-	while (t_now_ms() - t0 < 200) {
+	ck_assert_int_eq(amio_set_deadline(r, (uint64_t)id, 250), 0);
+	/* Bytes every 20 ms, deadline (250 ms) moved each time: alive for
+	 * 600 ms. The deadline is 12 gaps long so that a busy machine's
+	 * preemptions do not let it pass between two bytes. */
+	while (t_now_ms() - t0 < 600) {
 		amio_notification n[4];
 		int rc;
 
@@ -529,8 +538,9 @@ START_TEST(a_deadline_ends_an_idle_recv_with_etime_never_early)
 		for (int i = 0; i < rc; i++)
 			on_note(pool, &log, &n[i]);
 		ck_assert_int_eq(log.done, 0);
-		ck_assert_int_eq(amio_set_deadline(r, (uint64_t)id, 60), 0);
+		ck_assert_int_eq(amio_set_deadline(r, (uint64_t)id, 250), 0);
 	}
+	ck_assert_int_eq(amio_set_deadline(r, (uint64_t)id, 60), 0);
 	t0 = t_now_ms();
 	pump(p, pool, logs, 1, 5000, all_done);
 	ck_assert_int_ge(t_now_ms() - t0, 59);

@@ -120,6 +120,17 @@ static void idle(amio_poller *p, int ms)
 	}
 }
 
+/* Dispatch (Amy mode) until cond holds, up to 5 s: what must come, however
+ * slowly a busy machine runs us (a fixed idle() would be a speed bound). */
+#define IDLE_UNTIL(p, cond)                                                                        \
+	do {                                                                                       \
+		int64_t end_ = t_now_ms() + 5000;                                                  \
+		while (!(cond)) {                                                                  \
+			ck_assert_msg(t_now_ms() < end_, "not within 5 s: %s", #cond);             \
+			idle(p, 5);                                                                \
+		}                                                                                  \
+	} while (0)
+
 static void fill(unsigned char *b, size_t n, unsigned seed)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -226,6 +237,7 @@ START_TEST(ids_of_other_kinds_are_not_operations)
 	ck_assert_msg(rc == -ENOENT, "deregister of a recv's id: %d", rc);
 	/* Whatever deregister did, the recv still works and ends with one DONE. */
 	t_write_str(fds[0], "ping");
+	IDLE_UNTIL(p, o.bytes >= 4);
 	idle(p, 50);
 	ck_assert_uint_eq(o.bytes, 4);
 	ck_assert_int_eq(amio_cancel(r, (uint64_t)id), 0);
@@ -399,6 +411,7 @@ START_TEST(eof_during_an_empty_pool_comes_after_every_byte)
 	o.id = (uint64_t)id;
 	ck_assert_int_eq(write(fds[0], data, sizeof(data)), (ssize_t)sizeof(data));
 	close(fds[0]);
+	IDLE_UNTIL(p, o.nheld >= 2);
 	idle(p, 100); /* two buffers taken, held: the recv pauses */
 	ck_assert_int_eq(o.nheld, 2);
 	ck_assert_int_eq(o.done, 0);
@@ -437,6 +450,7 @@ START_TEST(pool_free_is_busy_while_a_buffer_is_lent_after_done)
 	id = amio_recv(r, fds[1], pool, &o);
 	o.id = (uint64_t)id;
 	t_write_str(fds[0], "0123456789");
+	IDLE_UNTIL(p, o.nheld >= 1);
 	idle(p, 50);
 	ck_assert_int_eq(o.nheld, 1);
 	ck_assert_int_eq(amio_pool_free(pool), -EBUSY);
@@ -466,7 +480,7 @@ START_TEST(deadline_zero_ends_at_once_and_finished_ids_are_enoent)
 	amio_pool *pool;
 	struct op o = {0}, *ops[1] = {&o};
 	int fds[2];
-	int64_t id, t0;
+	int64_t id;
 
 	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
 	ck_assert_int_eq(amio_pool_new(r, 2, 16, &pool), 0);
@@ -474,10 +488,10 @@ START_TEST(deadline_zero_ends_at_once_and_finished_ids_are_enoent)
 	t_tcp_pair(fds);
 	id = amio_recv(r, fds[1], pool, &o);
 	o.id = (uint64_t)id;
-	t0 = t_now_ms();
+	/* Ended without a timer: how soon is a latency (bench/properties.sh:
+	 * row deadline-0); a 0 that waited for a timer would still pass. */
 	ck_assert_int_eq(amio_set_deadline(r, o.id, 0), 0);
-	pump(p, ops, 1, 3000);
-	ck_assert_int_lt(t_now_ms() - t0, 500);
+	pump(p, ops, 1, 5000);
 	ck_assert_int_eq(o.done_res, -ETIME);
 	ck_assert_int_eq(amio_set_deadline(r, o.id, 0), -ENOENT);
 	ck_assert_int_eq(amio_set_deadline(r, o.id, 100), -ENOENT);
@@ -510,16 +524,19 @@ START_TEST(a_deadline_moves_both_ways)
 	t_tcp_pair(fb);
 	a.id = (uint64_t)amio_recv(r, fa[1], pool, &a);
 	b.id = (uint64_t)amio_recv(r, fb[1], pool, &b);
+	/* b's first deadline is 60 s away: b ending within the 10 s this
+	 * loop allows is the move earlier at work (how close to 100 ms it
+	 * fires is bench/properties.sh's: row deadline-earlier). */
 	t0 = t_now_ms();
 	ck_assert_int_eq(amio_set_deadline(r, a.id, 30), 0);
-	ck_assert_int_eq(amio_set_deadline(r, b.id, 5000), 0);
+	ck_assert_int_eq(amio_set_deadline(r, b.id, 60000), 0);
 	ck_assert_int_eq(amio_set_deadline(r, a.id, 300), 0); /* later */
 	ck_assert_int_eq(amio_set_deadline(r, b.id, 100), 0); /* earlier */
 	while (!a.done || !b.done) {
 		int rc = amio_poller_wait(p, n, 8, 10);
 
 		ck_assert_int_ge(rc, 0);
-		ck_assert_msg(t_now_ms() - t0 < 3000, "deadline never fired (a %d b %d)", a.done,
+		ck_assert_msg(t_now_ms() - t0 < 10000, "deadline never fired (a %d b %d)", a.done,
 		              b.done);
 		dispatch(n, rc);
 		if (a.done && !ta)
@@ -528,8 +545,7 @@ START_TEST(a_deadline_moves_both_ways)
 			tb = t_now_ms() - t0;
 	}
 	ck_assert_msg(ta >= 299, "moved later to 300 ms, fired at %lld", (long long)ta);
-	ck_assert_msg(tb >= 99 && tb < 1000, "moved earlier to 100 ms, fired at %lld",
-	              (long long)tb);
+	ck_assert_msg(tb >= 99, "moved earlier to 100 ms, fired at %lld", (long long)tb);
 	ck_assert_int_eq(a.done_res, -ETIME);
 	ck_assert_int_eq(b.done_res, -ETIME);
 	ck_assert_int_eq(amio_pool_free(pool), 0);
@@ -869,8 +885,7 @@ START_TEST(many_sends_queued_then_the_peer_resets)
 		o[i].id = (uint64_t)amio_send(r, fds[1], buf, sizeof(buf), i % 3 == 1, &o[i]);
 		ck_assert_int_gt((int64_t)o[i].id, 0);
 	}
-	idle(p, 30);
-	ck_assert_int_gt(read(fds[0], sink, sizeof(sink)), 0);
+	IDLE_UNTIL(p, read(fds[0], sink, sizeof(sink)) > 0); /* the sends have begun */
 	set_rst_on_close(fds[0]);
 	close(fds[0]);
 	pump(p, ops, N, 5000);
@@ -998,6 +1013,7 @@ START_TEST(an_accept_on_a_listener_shut_down_ends)
 	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
 	o.id = (uint64_t)amio_accept(r, lfd, &o);
 	c = t_connect(port);
+	IDLE_UNTIL(p, o.accepts >= 1);
 	idle(p, 50);
 	ck_assert_int_eq(o.accepts, 1);
 	ck_assert_int_eq(shutdown(lfd, SHUT_RDWR), 0);
@@ -1416,7 +1432,7 @@ START_TEST(freeing_an_inbox_registrar_with_held_work)
 		clients[i] = t_connect(port);
 	t_write_str(fds[0], "some bytes for a pool of one buffer");
 	usleep(100000);
-	got = amio_registrar_wait(r, n, 2, 100); /* take a couple, keep them */
+	got = amio_registrar_wait(r, n, 2, 5000); /* take a couple, keep them */
 	ck_assert_int_gt(got, 0);
 	usleep(50000);
 	amio_registrar_free(r);
@@ -1605,7 +1621,7 @@ START_TEST(freeing_the_poller_closes_accepted_connections_not_handed_out)
 	for (int i = 0; i < 20; i++)
 		clients[i] = t_connect(port);
 	usleep(50000);
-	got = amio_poller_wait(p, n, 1, 100); /* one handed out: ours to close */
+	got = amio_poller_wait(p, n, 1, 5000); /* one handed out: ours to close */
 	ck_assert_int_eq(got, 1);
 	ck_assert_uint_eq(n[0].events, AMIO_ACCEPT);
 	close(n[0].res);
@@ -1638,14 +1654,17 @@ START_TEST(a_deadline_outliving_its_operation_is_silent)
 	v.hold = true;
 	v.id = (uint64_t)amio_recv(r, fds[1], pool, &v);
 	s.id = (uint64_t)amio_send(r, fds[1], "abc", 3, 0, &s);
-	ck_assert_int_eq(amio_set_deadline(r, s.id, 30), 0);
-	ck_assert_int_eq(amio_set_deadline(r, v.id, 40), 0);
+	/* 300 and 400 ms: long enough that a busy machine's preemption
+	 * before the pump cannot let them pass before the operations end;
+	 * then the idle outlives them. */
+	ck_assert_int_eq(amio_set_deadline(r, s.id, 300), 0);
+	ck_assert_int_eq(amio_set_deadline(r, v.id, 400), 0);
 	t_write_str(fds[0], "x");
 	shutdown(fds[0], SHUT_WR);
 	pump(p, ops, 2, 3000);
 	ck_assert_int_eq(s.done_res, 3);
 	ck_assert_int_eq(v.done_res, 0);
-	idle(p, 120);
+	idle(p, 500);
 	ck_assert_int_eq(s.notes, 1);
 	ck_assert_int_eq(v.notes, 2);
 	ck_assert_int_eq(v.nheld, 1);

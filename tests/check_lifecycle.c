@@ -338,6 +338,9 @@ static void start_sleeper(struct sleeper *s, pthread_t *t)
 START_TEST(a_stopping_wait_still_rings_the_doorbell_of_what_it_delivered)
 {
 	amio_poller *p = t_poller(NULL);
+	/* A stranded doorbell leaves the worker asleep to its own timeout
+	 * (got 0); woken, it got the channel's notification. How soon is a
+	 * latency, not asserted. */
 	struct sleeper s = {.timeout_ms = 5000};
 	struct amio_poller_stats st0, st1;
 	amio_notification n[8];
@@ -364,8 +367,8 @@ START_TEST(a_stopping_wait_still_rings_the_doorbell_of_what_it_delivered)
 		ck_assert_int_eq(amio_poller_wait(p, n, 8, 0), 0);
 	}
 	/* The poll thread makes no further call. */
-	joined = join_within(t, 1500, NULL);
-	ck_assert_msg(joined && s.got == 1 && s.id == amio_channel_id(ch) && s.woke_ms - t0 < 500,
+	joined = join_within(t, 20000, NULL);
+	ck_assert_msg(joined && s.got == 1 && s.id == amio_channel_id(ch),
 	              "the inbox worker was not woken: joined %d, got %d, after %lld ms "
 	              "(its wait timeout: %d ms): the doorbell was stranded by the stop",
 	              joined, s.got, (long long)(joined ? s.woke_ms - t0 : -1), s.timeout_ms);
@@ -466,7 +469,7 @@ static void *hundred_readable(void *arg)
 		memset(seen, 0, sizeof(seen));
 		for (int i = 0; i < N; i++)
 			t_write_str(pairs[i][0], "x");
-		for (int64_t end = t_now_ms() + 1000; d->got < N && t_now_ms() < end;) {
+		for (int64_t end = t_now_ms() + 5000; d->got < N && t_now_ms() < end;) {
 			int rc = amio_registrar_wait(r, out, 32, (int)(end - t_now_ms()));
 
 			ck_assert_int_ge(rc, 0);
@@ -500,12 +503,14 @@ START_TEST(inbox_registrations_do_not_go_deaf_inside_one_long_wait)
 	int rc;
 
 	ck_assert_int_eq(pthread_create(&t, NULL, hundred_readable, &d), 0);
-	rc = amio_poller_wait(p, out, 16, 5000); /* one long wait */
+	/* One long wait, ended by the worker's stop (a deadline here would
+	 * bound how fast 50 rounds run). */
+	rc = amio_poller_wait(p, out, 16, -1);
 	ck_assert_int_eq(rc, 0);
 	pthread_join(t, NULL);
 	amio_poller_stats(p, &st);
 	ck_assert_msg(d.got == d.n,
-	              "round %d: %d of %d readable inbox sockets reported READ within 1 s, all "
+	              "round %d: %d of %d readable inbox sockets reported READ within 5 s, all "
 	              "inside one amio_poller_wait (sq 2, cq 8; %llu rearms, %llu overflows)",
 	              d.round, d.got, d.n, (unsigned long long)st.rearms,
 	              (unsigned long long)st.overflows);
@@ -766,7 +771,9 @@ START_TEST(a_non_pollable_fd_gets_one_error_not_a_busy_loop_in_amy_mode)
 	amio_poller_stats(p, &s0);
 	np.id = amio_register(r, np.fd, AMIO_READ, &np);
 	ck_assert_msg(np.id > 0 || np.id == -EPERM, "register: %s", amio_strerror((int)np.id));
-	for (int64_t end = t_now_ms() + 200; t_now_ms() < end;) {
+	/* 200 ms, and on a busy machine on until the error came (5 s at most). */
+	for (int64_t end = t_now_ms() + 200, last = end + 5000;
+	     t_now_ms() < end || (np.id > 0 && !np.notes && t_now_ms() < last);) {
 		int k = amio_poller_wait(p, n, 16, 20);
 
 		ck_assert_int_ge(k, 0);
@@ -800,7 +807,8 @@ START_TEST(a_non_pollable_fd_gets_one_error_not_a_busy_loop_in_inbox_mode)
 	amio_poller_stats(p, &s0);
 	np.id = amio_register(r, np.fd, AMIO_READ, &np);
 	ck_assert_msg(np.id > 0 || np.id == -EPERM, "register: %s", amio_strerror((int)np.id));
-	for (int64_t end = t_now_ms() + 200; t_now_ms() < end;) {
+	for (int64_t end = t_now_ms() + 200, last = end + 5000;
+	     t_now_ms() < end || (np.id > 0 && !np.notes && t_now_ms() < last);) {
 		int k = amio_registrar_wait(r, n, 16, 20);
 
 		ck_assert_int_ge(k, 0);
@@ -1370,14 +1378,17 @@ START_TEST(a_cancel_racing_the_fire_of_a_one_shot_still_wins)
 		int rc;
 
 		if (t == -EAGAIN) {
-			ck_assert_int_eq(amio_registrar_wait_room(r, 1000), 0);
+			ck_assert_int_eq(amio_registrar_wait_room(r, 5000), 0);
 			continue;
 		}
 		ck_assert_int_gt(t, 0);
 		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
 		for (volatile unsigned spin = (unsigned)(seed >> 54); spin; spin--)
 			;
-		rc = amio_cancel_timer(r, (uint64_t)t);
+		/* A full command queue (the poll thread not run for a while: a
+		 * busy machine) refuses the cancel; it queued nothing, retry. */
+		while ((rc = amio_cancel_timer(r, (uint64_t)t)) == -EAGAIN)
+			ck_assert_int_eq(amio_registrar_wait_room(r, 5000), 0);
 		ck_assert_msg(rc == 0, "round %d (seed %llu): cancel of an untaken one-shot = %s",
 		              i, (unsigned long long)seed, amio_strerror(rc));
 		late += amio_registrar_wait(r, n, 16, 0);

@@ -27,6 +27,7 @@ struct worker {
 	int fds[SOCKS][2];
 	uint64_t calls, ok, after; /* calls made; succeeded; -ESHUTDOWN after the free */
 	int bad;                   /* a call after the free that did not return -ESHUTDOWN */
+	int through;               /* set once a round got a call through (ok > 0) */
 	int intervals;             /* interval timers started */
 	bool inbox;                /* an AMIO_INBOX registrar */
 };
@@ -72,8 +73,11 @@ static void *work(void *arg)
 	int i = 0;
 
 	/* Run until the free, then keep calling: every call must refuse. */
-	while (!ck_pr_load_int(&w->sh->freed))
+	while (!ck_pr_load_int(&w->sh->freed)) {
 		round_of_calls(w, i++ % SOCKS, false);
+		if (w->ok && !ck_pr_load_int(&w->through))
+			ck_pr_store_int(&w->through, 1);
+	}
 	for (int n = 0; n < 200; n++)
 		round_of_calls(w, n % SOCKS, true);
 	return NULL;
@@ -137,6 +141,14 @@ START_TEST(freeing_the_poller_under_live_work)
 	ck_assert_int_eq(pthread_create(&poller, NULL, poll_thread, &sh), 0);
 	for (int i = 0; i < WORKERS; i++)
 		ck_assert_int_eq(pthread_create(&w[i].thread, NULL, work, &w[i]), 0);
+	/* Every worker has got a call through before the free (on a busy
+	 * machine a thread may not have run at all after a fixed sleep), and
+	 * the work goes on a while longer. */
+	for (int i = 0; i < WORKERS; i++)
+		for (int64_t end = t_now_ms() + 30000; !ck_pr_load_int(&w[i].through);) {
+			ck_assert_msg(t_now_ms() < end, "worker %d never got a call through", i);
+			usleep(1000);
+		}
 	usleep(200 * 1000);
 
 	/* The poll thread stops using p; the free comes from another thread

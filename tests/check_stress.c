@@ -97,7 +97,12 @@ START_TEST(a_million_commands_in_bursts_lose_no_wakeup)
 		ck_assert_int_eq(pthread_create(&th[i], NULL, sender_main, &s[i]), 0);
 	}
 	while (live) {
-		int rc = amio_poller_wait(p, n, 64, 2000);
+		uint64_t waited[SENDERS];
+		int rc;
+
+		for (int i = 0; i < SENDERS; i++)
+			waited[i] = ck_pr_load_64(&s[i].waiting);
+		rc = amio_poller_wait(p, n, 64, 2000);
 
 		ck_assert_int_ge(rc, 0);
 		for (int i = 0; i < rc; i++) {
@@ -106,12 +111,19 @@ START_TEST(a_million_commands_in_bursts_lose_no_wakeup)
 			ck_pr_store_64(&who->acked, n[i].id);
 		}
 		if (rc == 0) {
-			/* Two quiet seconds: any sender still waiting lost its wakeup. */
+			/* Two quiet seconds: a sender that waited for the same
+			 * id before this wait began, and it was never reported,
+			 * lost its wakeup (one whose command came near the end
+			 * of the two seconds may just be late, and one starved
+			 * since its report has not cleared waiting yet). */
 			live = 0;
 			for (int i = 0; i < SENDERS; i++) {
-				ck_assert_msg(ck_pr_load_64(&s[i].waiting) == 0,
+				uint64_t id = ck_pr_load_64(&s[i].waiting);
+
+				ck_assert_msg(id == 0 || id != waited[i] ||
+				                  ck_pr_load_64(&s[i].acked) == id,
 				              "lost wakeup: sender %d waits for id %llu", i,
-				              (unsigned long long)s[i].waiting);
+				              (unsigned long long)id);
 				live += s[i].commands < (uint64_t)COMMANDS / SENDERS;
 			}
 		}
@@ -131,8 +143,10 @@ START_TEST(a_million_commands_in_bursts_lose_no_wakeup)
 	    (unsigned long long)st.wakeups_sent, (unsigned long long)st.enters);
 	ck_assert_uint_ge(total, (uint64_t)COMMANDS);
 	ck_assert_uint_eq(st.commands, total);
-	/* One wakeup per poller sleep at most (each sleep is one enter). */
-	ck_assert_uint_le(st.wakeups_sent, st.enters);
+	/* No bound on wakeups_sent against enters: a wakeup sent while the
+	 * poller re-checked its queues before sleeping (and went on) is
+	 * answered by no sleep of its own, and one enter can take several;
+	 * how often is the scheduler's doing (bench/properties.sh counts). */
 	amio_poller_free(p);
 	ck_assert_int_eq(t_count_fds(), fds_before);
 }

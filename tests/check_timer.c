@@ -47,17 +47,21 @@ START_TEST(a_50ms_timeout_fires_once_and_never_early)
 }
 END_TEST
 
-START_TEST(a_zero_timeout_fires_at_once)
+/* Amy refuses 0; here it is due at the call. It fires (how soon is a
+ * latency, measured by bench/properties.sh: row timeout-0). */
+START_TEST(a_zero_timeout_fires)
 {
 	struct fixture f;
 	amio_notification n[4];
-	int64_t t0;
+	int64_t id;
 
 	setup(&f);
-	t0 = t_now_ms();
-	ck_assert_int_gt(amio_set_timeout(f.r, 0, NULL), 0);
-	ck_assert_int_eq(t_collect(f.p, n, 1, 1000), 1);
-	ck_assert_int_lt(t_now_ms() - t0, 50);
+	id = amio_set_timeout(f.r, 0, NULL);
+	ck_assert_int_gt(id, 0);
+	ck_assert_int_eq(t_collect(f.p, n, 1, 5000), 1);
+	ck_assert_uint_eq(n[0].id, (uint64_t)id);
+	ck_assert_uint_eq(n[0].events, AMIO_TIMER);
+	ck_assert_int_eq(amio_poller_wait(f.p, n, 4, 50), 0); /* once */
 	teardown(&f);
 }
 END_TEST
@@ -93,8 +97,21 @@ START_TEST(a_cancelled_timeout_never_fires)
 	int64_t id;
 
 	setup(&f);
-	id = amio_set_timeout(f.r, 100, NULL);
-	ck_assert_int_eq(amio_poller_wait(f.p, n, 4, 10), 0);
+	/* Armed (a wait applies the command), then cancelled before it is
+	 * due. A wait that ran 100 ms late on a busy machine hands it out
+	 * first: then it was not cancelled in time, and we try again. */
+	for (int tries = 0;; tries++) {
+		int rc;
+
+		id = amio_set_timeout(f.r, 100, NULL);
+		ck_assert_int_gt(id, 0);
+		rc = amio_poller_wait(f.p, n, 4, 10);
+		if (rc == 0)
+			break;
+		ck_assert_int_eq(rc, 1);
+		ck_assert_uint_eq(n[0].id, (uint64_t)id);
+		ck_assert_msg(tries < 20, "20 waits of 10 ms each took over 100 ms");
+	}
 	ck_assert_int_eq(amio_cancel_timer(f.r, (uint64_t)id), 0);
 	ck_assert_int_eq(amio_poller_wait(f.p, n, 4, 250), 0);
 	ck_assert_int_eq(amio_cancel_timer(f.r, (uint64_t)id), -ENOENT);
@@ -140,19 +157,30 @@ START_TEST(timer_arguments_are_checked)
 END_TEST
 
 /* Amy starts the clock when the poller gets the command; we start it at the
- * call: a poller that comes late finds the timer already due. */
+ * call: a poller that comes late finds the timer already due. A (100 ms) is
+ * set, then B (50 ms) 100 ms later, and the poller sees both commands in
+ * its first wait: from the call, A is due first (at least 50 ms before B,
+ * however late the poller comes); from the poller, B would be. How late A
+ * fires is a latency (bench/properties.sh: row late-poller). */
 START_TEST(the_clock_starts_at_the_call_not_when_the_poller_runs)
 {
 	struct fixture f;
 	amio_notification n[4];
-	int64_t t0;
+	int64_t t0, tb, a, b;
 
 	setup(&f);
 	t0 = t_now_ms();
-	ck_assert_int_gt(amio_set_timeout(f.r, 100, NULL), 0);
+	a = amio_set_timeout(f.r, 100, NULL);
+	ck_assert_int_gt(a, 0);
 	usleep(100000);
-	ck_assert_int_eq(t_collect(f.p, n, 1, 1000), 1);
-	ck_assert_int_lt(t_now_ms() - t0, 150);
+	tb = t_now_ms();
+	b = amio_set_timeout(f.r, 50, NULL);
+	ck_assert_int_gt(b, 0);
+	ck_assert_int_eq(t_collect(f.p, n, 2, 5000), 2);
+	ck_assert_uint_eq(n[0].id, (uint64_t)a);
+	ck_assert_uint_eq(n[1].id, (uint64_t)b);
+	ck_assert_int_ge(t_now_ms() - t0, 100);
+	ck_assert_int_ge(t_now_ms() - tb, 50); /* never early */
 	teardown(&f);
 }
 END_TEST
@@ -282,7 +310,7 @@ int main(void)
 
 	tc = tcase_create("beyond_amy");
 	tcase_set_timeout(tc, 20);
-	tcase_add_test(tc, a_zero_timeout_fires_at_once);
+	tcase_add_test(tc, a_zero_timeout_fires);
 	tcase_add_test(tc, the_clock_starts_at_the_call_not_when_the_poller_runs);
 	tcase_add_test(tc, a_timer_cancelled_after_it_fired_but_before_the_wait_is_not_reported);
 	tcase_add_test(tc, missed_interval_ticks_coalesce_into_one_notification);
