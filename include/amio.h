@@ -634,8 +634,9 @@ AMIO_API int amio_pool_new(amio_registrar *r, uint32_t count, uint32_t size, ami
  * pool that ran empty under a waiting recv also wakes the poll thread.
  * Returns: 0. Errors: -EINVAL (pool NULL, buf not the start of one of its
  * buffers, or a buffer not lent now: put twice, or never handed out; the
- * pool knows which buffers an AMIO_RECV lent, so a wrong put cannot put
- * a buffer in the ring twice).
+ * pool knows which buffers a notification its consumer took lent, so a
+ * wrong put cannot put a buffer in the ring twice, even when the buffer
+ * was lent again to a notification still waiting in the inbox).
  * Thread: the pool's consumer: the thread its registrar's notifications
  * go to (the inbox owner, or the poll thread for an Amy-mode registrar);
  * never once amio_poller_free of its poller has begun (it frees the pools:

@@ -171,7 +171,14 @@ struct amio__cmd {
 };
 
 CK_RING_PROTOTYPE(amio_cmd, amio__cmd)
-CK_RING_PROTOTYPE(amio_note, amio_notification)
+/* An inbox slot: the notification, and for a RECV that lends a buffer
+ * its lent byte, which the consumer sets to AMIO__LENT_HELD when it takes
+ * the note (amio_pool_put refuses a buffer whose note is not taken yet). */
+struct amio__inote {
+	amio_notification n;
+	uint8_t *lend;
+};
+CK_RING_PROTOTYPE(amio_inote, amio__inote)
 
 /* ---- Entries (poll thread only) ---------------------------------------- */
 enum {
@@ -260,7 +267,7 @@ struct amio__io {
 	bool done_held;
 	uint32_t next_send; /* slot of the next send on the same fd (0: none) */
 	uint32_t next_starved;
-	uint32_t woken_epoch; /* recv: p->reap_epoch when a refill woke it (IO_WOKEN) */
+	uint32_t woken_epoch;          /* recv: p->reap_epoch when a refill woke it (IO_WOKEN) */
 	uint16_t held_head, held_tail; /* recv: notes held, through pool->held[bid] */
 	uint32_t held_n;               /* recv and accept: notes held */
 	uint32_t acc_head;             /* accept: a ring of held fds: acc[], or */
@@ -278,6 +285,13 @@ static inline int32_t *amio__acc_at(struct amio__io *io, uint32_t i)
 	return io->acc_big ? &io->acc_big[(io->acc_head + i) % io->acc_cap]
 	                   : &io->acc[(io->acc_head + i) % AMIO__ACCEPT_HOLD];
 }
+
+/* A buffer's lent byte: in the ring or the kernel (FREE); in a notification
+ * the poll thread made but its consumer has not taken yet (NOTED); with the
+ * consumer, who alone may put it (HELD). NOTED apart from HELD is what
+ * lets amio_pool_put tell a second put of a buffer from a put of the same
+ * buffer lent again meanwhile (issue 18: two recvs in one buffer). */
+enum { AMIO__LENT_FREE = 0, AMIO__LENT_NOTED = 1, AMIO__LENT_HELD = 2 };
 
 /* A pool's buffers go round a provided buffer ring: its consumer thread adds
  * the buffers it gives back (the ring's only producer), the kernel (io_uring)
@@ -302,7 +316,7 @@ struct amio_pool {
 	uint32_t starved;  /* a recv waits for a buffer: the next put kicks the poller */
 	uint32_t queued;   /* on the poller's refilled stack */
 	bool dead;         /* poll thread: destroyed while queued: the refill walk frees it */
-	uint8_t *lent;     /* count: 1 while the consumer holds the buffer (reaped, not put) */
+	uint8_t *lent;     /* count: AMIO__LENT_* of each buffer */
 	struct amio_pool *next_refilled; /* the poller's refilled stack (CAS push) */
 	struct amio_pool *next_all;      /* poll thread: live pools */
 	struct amio_pool **prev_all;     /* poll thread: the link to this one (O(1) unlink) */
@@ -406,7 +420,7 @@ struct amio_registrar {
 
 	/* Inbox: poller produces, registrar consumes. */
 	struct ck_ring inbox;
-	amio_notification *inbox_buf;
+	struct amio__inote *inbox_buf;
 	uint32_t doorbell; /* AMIO__RUNNING/SLEEPING/NOTIFIED of the inbox waiter */
 	struct amio__waiter waiter;
 	/* Written by the consumer, read by the poll thread (watch list):
@@ -537,13 +551,15 @@ struct amio_poller {
 	struct amio_pool *pools;
 	struct amio_pool *waking_pools; /* pools with buffers promised (pool.c) */
 	uint32_t reap_epoch;            /* reaps that emptied the CQ with nothing to submit */
-	uint64_t bgids[AMIO__POOL_GROUP_WORDS]; /* buffer group ids in use (CAS bitmap, any thread) */
+	uint64_t
+	    bgids[AMIO__POOL_GROUP_WORDS]; /* buffer group ids in use (CAS bitmap, any thread) */
 	bool enabled;
 	pthread_t poll_thread;
 	amio_notification *out; /* where this wait's notifications go */
 	size_t out_cap, out_n;
 	size_t stash_n; /* Amy-mode notifications reaped by amio_poller_run */
 	amio_notification stash[64];
+	uint8_t *stash_lend[64]; /* the lent byte of stash[i]'s buffer, or NULL */
 
 	struct amio_poller_stats stats CK_CC_CACHELINE;
 	uint64_t wakeups_sent; /* ck_pr_faa by registrars: its own line, rarely written */

@@ -409,7 +409,7 @@ static void on_recv(amio_poller *p, struct amio__entry *e, uint32_t slot,
 	if (c->bid != AMIO__NO_BID) {
 		ck_pr_store_64(&io->pool->taken, ck_pr_load_64(&io->pool->taken) + 1);
 		/* Lent before the notification that lends it is published. */
-		ck_pr_store_8(&io->pool->lent[c->bid], 1);
+		ck_pr_store_8(&io->pool->lent[c->bid], AMIO__LENT_NOTED);
 	}
 	amio__pool_woken(p, io->pool, io); /* after taken: its buffer is counted */
 	if (c->res > 0)

@@ -140,14 +140,15 @@ static void touch(amio_poller *p, amio_registrar *r)
 static bool enqueue(amio_poller *p, amio_registrar *r, struct amio__entry *e, uint32_t events,
                     int32_t error)
 {
-	amio_notification n = {.id = e->id, .data = e->data, .events = events, .error = error};
+	struct amio__inote n = {
+	    .n = {.id = e->id, .data = e->data, .events = events, .error = error}};
 
 	/* The inbox is an SPSC ck_ring plus a doorbell MSG_RING only for a
 	 * sleeping worker, not one MSG_RING CQE per notification (DESIGN asks
 	 * which): bench/inbox_transport_bench measured the ring 6-16x faster
 	 * in notifications/s at 8-16x less CPU, equal in one-at-a-time latency
 	 * (bench/results/inbox-transport-2026-11-24.md). */
-	if (!ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
+	if (!ck_ring_enqueue_spsc_amio_inote(&r->inbox, r->inbox_buf, &n))
 		return false;
 	r->pushed++;
 	touch(p, r);
@@ -280,22 +281,34 @@ void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_
 
 /* ---- Operations: every notification, in order ------------------------------ */
 
-/* Put one operation note where its consumer takes it; false if no room. */
-static bool io_emit(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t res, void *buf)
+/* Put one operation note where its consumer takes it; false if no room.
+ * bid: the buffer it lends (a RECV's), or AMIO__NO_BID. Its lent byte goes
+ * HELD when the consumer takes the note: here for an Amy-mode wait's out[],
+ * at the hand-out for amio_poller_run's stash and an inbox. */
+static bool io_emit(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t res,
+                    uint16_t bid)
 {
-	amio_notification n = {
-	    .id = e->id, .data = e->data, .events = events | AMIO__IONOTE, .res = res, .buf = buf};
+	struct amio_pool *pool = p->reg.ios[amio__id_slot(e->id)].pool;
+	struct amio__inote n = {
+	    .n = {.id = e->id, .data = e->data, .events = events | AMIO__IONOTE, .res = res},
+	    .lend = bid == AMIO__NO_BID ? NULL : &pool->lent[bid]};
 	amio_registrar *r = e->owner;
 
+	if (n.lend)
+		n.n.buf = amio__pool_buf(pool, bid);
 	if (r) {
-		if (!ck_ring_enqueue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
+		if (!ck_ring_enqueue_spsc_amio_inote(&r->inbox, r->inbox_buf, &n))
 			return false;
 		r->pushed++;
 		touch(p, r);
 	} else {
 		if (!p->out || p->out_n >= p->out_cap)
 			return false;
-		p->out[p->out_n++] = n;
+		if (p->out == p->stash)
+			p->stash_lend[p->out_n] = n.lend;
+		else if (n.lend)
+			ck_pr_store_8(n.lend, AMIO__LENT_HELD);
+		p->out[p->out_n++] = n.n;
 	}
 	AMIO__STAT_ADD(p, notifications, 1);
 	return true;
@@ -354,14 +367,13 @@ bool amio__io_flush(amio_poller *p, struct amio__entry *e)
 
 	while (io->held_n) {
 		if (io->type == AMIO__IO_ACCEPT) {
-			if (!io_emit(p, e, AMIO_ACCEPT, *amio__acc_at(io, 0), NULL))
+			if (!io_emit(p, e, AMIO_ACCEPT, *amio__acc_at(io, 0), AMIO__NO_BID))
 				return false;
 			io->acc_head++;
 		} else {
 			struct amio__held *h = &io->pool->held[io->held_head];
 
-			if (!io_emit(p, e, AMIO_RECV, h->res,
-			             amio__pool_buf(io->pool, io->held_head)))
+			if (!io_emit(p, e, AMIO_RECV, h->res, io->held_head))
 				return false;
 			io->held_head = h->next;
 		}
@@ -372,7 +384,7 @@ bool amio__io_flush(amio_poller *p, struct amio__entry *e)
 		                : io->type == AMIO__IO_RECV ? AMIO_RECV
 		                                            : AMIO_SEND;
 
-		if (!io_emit(p, e, type | AMIO_DONE, io->done_res, NULL))
+		if (!io_emit(p, e, type | AMIO_DONE, io->done_res, AMIO__NO_BID))
 			return false;
 		io->done_held = false;
 	}
@@ -385,7 +397,6 @@ void amio__notify_io(amio_poller *p, struct amio__entry *e, uint32_t events, int
 	struct amio__io *io = &p->reg.ios[amio__id_slot(e->id)];
 	amio_registrar *r = e->owner;
 	struct amio__ovf *l = r ? &r->ovf : &p->ovf;
-	void *buf = bid == AMIO__NO_BID ? NULL : amio__pool_buf(io->pool, bid);
 
 	if (io->state & AMIO__IO_ORPHAN) {
 		if (events == AMIO_ACCEPT)
@@ -394,7 +405,7 @@ void amio__notify_io(amio_poller *p, struct amio__entry *e, uint32_t events, int
 	}
 	/* Behind its own held notes (order), and behind every entry waiting
 	 * in its consumer's list (as readiness waits there). */
-	if (!(e->flags & AMIO__E_OVERFLOW) && !l->head && io_emit(p, e, events, res, buf))
+	if (!(e->flags & AMIO__E_OVERFLOW) && !l->head && io_emit(p, e, events, res, bid))
 		return;
 	io_hold(p, io, events, res, bid);
 	if (!(e->flags & AMIO__E_OVERFLOW)) {
@@ -406,13 +417,13 @@ void amio__notify_io(amio_poller *p, struct amio__entry *e, uint32_t events, int
 
 void amio__inbox_drop(amio_registrar *r)
 {
-	amio_notification n;
+	struct amio__inote w;
 
 	/* Its owner freed it and takes nothing more: we are its consumer now.
 	 * Accepted connections nobody will see are closed. */
-	while (ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &n))
-		if ((n.events & AMIO__IONOTE) && (n.events & AMIO_ACCEPT) && n.res >= 0)
-			close(n.res);
+	while (ck_ring_dequeue_spsc_amio_inote(&r->inbox, r->inbox_buf, &w))
+		if ((w.n.events & AMIO__IONOTE) && (w.n.events & AMIO_ACCEPT) && w.n.res >= 0)
+			close(w.n.res);
 }
 
 /* ---- Hand-out ------------------------------------------------------------ */
@@ -467,8 +478,11 @@ bool amio__filter_out(amio_poller *p)
 		 * hand-out must know it is never filtered. */
 		bool keep = stash && (p->out[i].events & (AMIO__FINAL | AMIO__IONOTE));
 
-		if (keep || amio__hand_out(p, &p->out[i]))
+		if (keep || amio__hand_out(p, &p->out[i])) {
+			if (stash)
+				p->stash_lend[kept] = p->stash_lend[i];
 			p->out[kept++] = p->out[i];
+		}
 	}
 	p->out_n = kept;
 	/* A new wait_seq: out[] indexes moved. */

@@ -552,10 +552,18 @@ int amio_poller_wait(amio_poller *p, amio_notification *out, size_t cap, int tim
 	if (p->stash_n) {
 		size_t n = 0, used = 0;
 
-		while (used < p->stash_n && n < cap)
-			if (amio__hand_out(p, &p->stash[used++]))
-				out[n++] = p->stash[used - 1];
+		while (used < p->stash_n && n < cap) {
+			uint8_t *lend = p->stash_lend[used];
+
+			if (!amio__hand_out(p, &p->stash[used++]))
+				continue;
+			if (lend)
+				ck_pr_store_8(lend, AMIO__LENT_HELD);
+			out[n++] = p->stash[used - 1];
+		}
 		memmove(p->stash, p->stash + used, (p->stash_n - used) * sizeof(*out));
+		memmove(p->stash_lend, p->stash_lend + used,
+		        (p->stash_n - used) * sizeof(p->stash_lend[0]));
 		p->stash_n -= used;
 		if (n)
 			return (int)n;

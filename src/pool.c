@@ -168,14 +168,15 @@ int amio_pool_put(amio_pool *pool, void *buf)
 	if (off % pool->size || off / pool->size >= pool->count)
 		return -EINVAL;
 	bid = (uint16_t)(off / pool->size);
-	/* Only a lent buffer goes back: a second put of it, or of one the
-	 * kernel or the ring still holds, would put it in the ring twice (two
-	 * recvs landing in one buffer). The poll thread set lent before it
-	 * published the notification that lent it, and sets it again only
-	 * after this put gave the buffer back: no two writers at once. */
-	if (!ck_pr_load_8(&pool->lent[bid]))
+	/* Only a buffer its consumer took goes back: a second put of it, or
+	 * of one the kernel or the ring still holds, or of one lent again
+	 * in a note not taken yet, would put it in the ring twice (two recvs
+	 * landing in one buffer). The poll thread sets NOTED before it
+	 * publishes the note, the consumer HELD when it takes it, this put
+	 * FREE: one writer at a time, in that order. */
+	if (ck_pr_load_8(&pool->lent[bid]) != AMIO__LENT_HELD)
 		return -EINVAL;
-	ck_pr_store_8(&pool->lent[bid], 0);
+	ck_pr_store_8(&pool->lent[bid], AMIO__LENT_FREE);
 	io_uring_buf_ring_add(pool->br, buf, pool->size, bid, (int)pool->mask, 0);
 	io_uring_buf_ring_advance(pool->br, 1); /* a release store of the tail */
 	ck_pr_store_64(&pool->returned, ck_pr_load_64(&pool->returned) + 1);

@@ -310,14 +310,18 @@ int amio_deregister(amio_registrar *r, uint64_t id)
 static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap, bool first)
 {
 	uint64_t before = r->popped;
+	struct amio__inote w;
 	size_t n = 0, taken = 0;
 	bool kick = false;
 	int rc = enter(r);
 
 	if (rc < 0)
 		return rc;
-	while (n < cap && ck_ring_dequeue_spsc_amio_note(&r->inbox, r->inbox_buf, &out[n])) {
+	while (n < cap && ck_ring_dequeue_spsc_amio_inote(&r->inbox, r->inbox_buf, &w)) {
 		taken++;
+		out[n] = w.n;
+		if (w.lend) /* taken: now its put is ours (amio_pool_put) */
+			ck_pr_store_8(w.lend, AMIO__LENT_HELD);
 		n += amio__deliverable(r->p, &out[n]);
 	}
 	/* Every notification taken before this call was seen by our caller. */

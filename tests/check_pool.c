@@ -279,6 +279,80 @@ START_TEST(puts_of_buffers_not_lent_are_refused)
 }
 END_TEST
 
+/* Amy mode, a wait of cap 1: the second of two notes waits in the poller
+ * while its buffer is NOTED, not yet the consumer's. A stale second put
+ * of that buffer (the consumer put it once already, before the kernel
+ * lent it again) must be refused, or the buffer goes into the ring while
+ * the waiting note still lends it. _i 0: amio_poller_wait; 1: the notes
+ * reaped by amio_poller_run first (its stash). */
+START_TEST(a_stale_put_of_a_buffer_lent_again_to_a_waiting_note_is_refused)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	amio_notification n[1];
+	unsigned char data[32];
+	void *b[2];
+	int fds[2];
+	int64_t id;
+
+	for (size_t k = 0; k < sizeof(data); k++)
+		data[k] = (unsigned char)k;
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 2, 16, &pool), 0);
+	t_tcp_pair(fds);
+	id = amio_recv(r, fds[1], pool, NULL);
+	ck_assert_int_gt(id, 0);
+	/* Both buffers lent and taken, then both put back (b[0] first). */
+	for (int k = 0; k < 2; k++) {
+		ck_assert_int_eq(write(fds[0], data, 16), 16);
+		ck_assert_int_eq(t_collect(p, n, 1, 20000), 1);
+		ck_assert_uint_eq(n[0].events, AMIO_RECV);
+		ck_assert_int_eq(n[0].res, 16);
+		b[k] = n[0].buf;
+	}
+	ck_assert_ptr_ne(b[0], b[1]);
+	ck_assert_int_eq(amio_pool_put(pool, b[0]), 0);
+	ck_assert_int_eq(amio_pool_put(pool, b[1]), 0);
+	/* 32 bytes: two 16-byte buffers, two notes; the wait hands out one. */
+	ck_assert_int_eq(write(fds[0], data, 32), 32);
+	usleep(20000); /* both in the socket (failing needs it, passing not) */
+	if (_i == 1)
+		ck_assert_int_eq(amio_poller_run(p), 1);
+	ck_assert_int_eq(t_collect(p, n, 1, 20000), 1);
+	ck_assert_uint_eq(n[0].events, AMIO_RECV);
+	ck_assert_int_eq(n[0].res, 16);
+	ck_assert_int_eq(memcmp(n[0].buf, data, 16), 0);
+	/* The other buffer: in the ring, the kernel, or a waiting note. */
+	{
+		void *other = n[0].buf == b[0] ? b[1] : b[0];
+		amio_notification m[1];
+
+		ck_assert_int_eq(amio_pool_put(pool, other), -EINVAL);
+		ck_assert_int_eq(t_collect(p, m, 1, 20000), 1);
+		ck_assert_uint_eq(m[0].events, AMIO_RECV);
+		ck_assert_int_eq(m[0].res, 16);
+		ck_assert_ptr_eq(m[0].buf, other);
+		ck_assert_int_eq(memcmp(m[0].buf, data + 16, 16), 0);
+		ck_assert_int_eq(amio_pool_put(pool, m[0].buf), 0);
+	}
+	ck_assert_int_eq(amio_pool_put(pool, n[0].buf), 0);
+	ck_assert_int_eq(amio_cancel(r, (uint64_t)id), 0);
+	{
+		void *held[4];
+		int nheld = 0;
+
+		ck_assert_int_eq(wait_done(p, (uint64_t)id, held, 4, &nheld), -ECANCELED);
+		ck_assert_int_eq(nheld, 0);
+	}
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	close(fds[0]);
+	close(fds[1]);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
 /* ---- A seeded random walk over pools, recvs and puts ----------------------- */
 
 #define W_CONNS 4
@@ -802,6 +876,8 @@ static Suite *pool_suite(void)
 	tc = tcase_create("buffers");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, puts_of_buffers_not_lent_are_refused);
+	tcase_add_loop_test(tc, a_stale_put_of_a_buffer_lent_again_to_a_waiting_note_is_refused, 0,
+	                    2);
 	tcase_add_loop_test(tc, a_random_walk_over_pools_keeps_every_byte_and_every_answer, 0, 3);
 	tcase_add_test(tc, a_returned_buffer_wakes_one_starved_recv_oldest_first);
 	tcase_add_test(tc, a_woken_recv_with_nothing_to_read_does_not_keep_the_buffer);
