@@ -138,6 +138,16 @@ static ssize_t make_room(struct amio__bytebuf *b, amio__bytebuf_need_fn *need, v
 			return 0;
 		/* A complete unit after handed-out bytes: compacting is enough. */
 		want = want == 0 ? (ssize_t)(live + 1) : want;
+		/* Memory follows the bytes that came, not what a header
+		 * claims: room at the front first, then one doubling at a
+		 * time (a 4-byte header announcing 4 GiB must not allocate
+		 * 4 GiB before the peer has sent them). */
+		if (live < b->cap) {
+			compact(b);
+			return (ssize_t)(b->cap - b->end);
+		}
+		if ((size_t)want > b->cap && b->cap <= SIZE_MAX / 2 && (size_t)want > 2 * b->cap)
+			want = (ssize_t)(2 * b->cap);
 	}
 	r = reserve_upto(b, (size_t)want - live, most);
 	if (r < 0)

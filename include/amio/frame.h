@@ -93,12 +93,12 @@ struct amio_line_reader {
 /*
  * Prepares fr to read frames whose payload is at most max_frame bytes.
  * Allocates nothing: the buffer starts at 4 KiB (or max_frame + 4 if smaller)
- * on first use; once a frame's header is in, it grows at once to hold that
- * whole frame (to twice its size, or 4 + the announced length if more),
- * never beyond max_frame + 4: memory follows the length a peer announces,
- * so max_frame bounds what one connection can make it allocate (one
- * 5,000-byte frame leaves 8 KiB). It is not made smaller again before
- * amio_frame_reader_destroy(). A max_frame above
+ * on first use and doubles each time it is full of the frame being parsed,
+ * up to 4 + the length that frame announces, never beyond max_frame + 4:
+ * memory follows the bytes a peer sent (at most twice them), not the
+ * length it announces, and max_frame bounds what one connection can make it
+ * allocate (one 5,000-byte frame leaves 8 KiB). It is not made smaller
+ * again before amio_frame_reader_destroy(). A max_frame above
  * UINT32_MAX is treated as UINT32_MAX (the header cannot announce more).
  * Returns: 0, or -EINVAL if max_frame + 4 does not fit in size_t.
  * Ownership: fr is caller storage, retained until amio_frame_reader_destroy().
