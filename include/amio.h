@@ -195,6 +195,8 @@ struct amio_poller_stats {
 	                              buffer comes back) */
 	uint64_t accepts_refused;  /* accepted connections closed unseen: holding them for a
 	                              consumer with no room failed to allocate */
+	uint64_t accept_backoffs;  /* accepts paused after -EMFILE, -ENFILE, -ENOMEM or
+	                              -ENOBUFS (they listen again after a back-off) */
 };
 
 /* ---- Poller ----------------------------------------------------------- */
@@ -418,6 +420,37 @@ AMIO_API int amio_deregister(amio_registrar *r, uint64_t id);
  * drain the queue).
  */
 AMIO_API int amio_registrar_wait_room(amio_registrar *r, int timeout_ms);
+
+/*
+ * What r's calls do when its command queue is full (every call that
+ * documents -EAGAIN for a full queue: amio_register, amio_send, amio_cancel,
+ * amio_pool_new ...). timeout_ms: 0 (the default) = return -EAGAIN at once;
+ * -1 = wait for room without limit; > 0 = wait up to that many ms per
+ * call, then -EAGAIN. The wait is amio_registrar_wait_room's (a futex the
+ * poll thread bumps, no spinning), so programs need no retry loop. On the
+ * poll thread nobody else drains the queue: there a full queue is applied
+ * by the call itself, once (its results come with the next
+ * amio_poller_wait), and -EAGAIN comes only if that made no room. A call
+ * that waits still ends with -ESHUTDOWN once amio_poller_free has begun.
+ * Returns: 0. Errors: -EINVAL (r NULL, timeout_ms below -1).
+ * Thread: the registrar's thread.
+ */
+AMIO_API int amio_registrar_set_queue_wait(amio_registrar *r, int timeout_ms);
+
+/*
+ * Make r's current amio_registrar_wait return, or its next one if none
+ * waits now: at once, with the notifications it has, 0 if none. One wake
+ * ends one wait (wakes before it returns count once). For stopping an
+ * inbox worker without a channel: set your own flag, then wake; the worker
+ * looks at the flag after every return. No syscall unless the owner sleeps
+ * (then one: a futex wake on epoll, an IORING_OP_MSG_RING to its ring on
+ * io_uring).
+ * Returns: 0. Errors: -EINVAL (r NULL or not AMIO_INBOX), -ESHUTDOWN, and
+ * the wake's own error (io_uring_register of MSG_RING: -ENOMEM ...).
+ * Thread: any thread, while r is alive (not during or after
+ * amio_registrar_free).
+ */
+AMIO_API int amio_registrar_wake(amio_registrar *r);
 
 /*
  * Inbox mode: wait for notifications of ids registered through r.
@@ -666,10 +699,21 @@ AMIO_API int amio_pool_free(amio_pool *pool);
  * Multishot accept on a listening socket: one AMIO_ACCEPT notification per
  * connection, res = the new fd (O_NONBLOCK | O_CLOEXEC, now the receiver's
  * to close). The kernel ending the request is hidden (re-armed). Errors that
- * concern one connection (ECONNABORTED) are skipped; any other (-EMFILE,
- * -ENFILE, -ENOMEM; -EINVAL once the socket stopped listening after the
- * call, e.g. shutdown(2) of it) ends the accept: one AMIO_ACCEPT |
- * AMIO_DONE with res = -errno. A socket not listening at the call is
+ * concern one connection (ECONNABORTED) are skipped. Running out of fds or
+ * memory (-EMFILE, -ENFILE, -ENOMEM, -ENOBUFS: the kernel ends a multishot
+ * accept on them) does not end it: one AMIO_ACCEPT notification without
+ * AMIO_DONE carries res = -errno (so check res < 0 before taking it as an
+ * fd: log, shed load, close idle connections), and the accept listens
+ * again after a back-off of 10 ms, doubled while the error repeats, at
+ * most 1 s, reset by a connection accepted; connections wait in the listen
+ * backlog meanwhile (nginx and libuv keep listening too), and the
+ * back-offs are counted in accept_backoffs. io_uring takes RLIMIT_NOFILE
+ * when it prepares the request (io_accept_prep): a limit raised later
+ * counts from the next arm, at the latest after a back-off. Any other error (-EINVAL once
+ * the socket stopped listening after the call, e.g. shutdown(2) of it)
+ * ends the accept: one AMIO_ACCEPT | AMIO_DONE with res = -errno. A
+ * cancel or deadline during a back-off ends it at once. A socket not
+ * listening at the call is
  * refused by the call itself (-EINVAL below, SO_ACCEPTCONN). amio_cancel ends it with
  * res = -ECANCELED. A consumer with no room (a full inbox, a small cap)
  * loses nothing: accepted connections are held in order, and from 32 held

@@ -233,7 +233,11 @@ struct amio__entry {
 enum amio__io_type { AMIO__IO_ACCEPT = 1, AMIO__IO_RECV, AMIO__IO_SEND };
 #define AMIO__ACCEPT_HOLD  64 /* accepted fds held inline while the consumer has no room */
 #define AMIO__ACCEPT_PAUSE 32 /* ... from here on the accept pauses */
-#define AMIO__NO_BID       0xffffu
+/* An accept out of fds or memory listens again after 10 ms, doubling while
+ * it goes on failing, at most 1 s (nginx waits 500 ms). */
+#define AMIO__ACCEPT_BACKOFF_MIN_MS 10u
+#define AMIO__ACCEPT_BACKOFF_MAX_MS 1000u
+#define AMIO__NO_BID                0xffffu
 enum {
 	AMIO__IO_ENDING = 1u << 0,      /* cancel or deadline: end once the kernel let go */
 	AMIO__IO_ENDED = 1u << 1,       /* DONE made */
@@ -245,6 +249,7 @@ enum {
 	AMIO__IO_ORPHAN = 1u << 7,      /* its inbox registrar is gone: notes dropped */
 	AMIO__IO_POLL_FIRST = 1u << 8,  /* send: the kernel said EAGAIN: wait for room first */
 	AMIO__IO_WOKEN = 1u << 9,       /* recv: re-armed for a free buffer, no completion yet */
+	AMIO__IO_BACKOFF = 1u << 10,    /* accept: out of fds or memory: re-armed at timer_ns */
 };
 struct amio_pool;
 /* 65,536 io_uring buffer groups (a 16-bit bgid): the most pools live. */
@@ -274,10 +279,20 @@ struct amio__io {
 	uint32_t acc_cap;              /* ... acc_big of acc_cap once acc[] was full */
 	int32_t *acc_big;
 	int32_t acc[AMIO__ACCEPT_HOLD];
-	int64_t deadline_ns;
-	uint32_t dl_pos;   /* 1 + its place in the poller's deadline heap, 0: none */
-	struct msghdr msg; /* io_uring sendmsg: read by the kernel at submit */
+	int64_t deadline_ns; /* amio_set_deadline's, CLOCK_MONOTONIC ns (0: none) */
+	int64_t timer_ns;    /* the poll thread's own: accept back-off ... (0: none) */
+	uint32_t backoff_ms; /* accept: the next back-off after a resource error */
+	uint32_t dl_pos;     /* 1 + its place in the poller's deadline heap, 0: none */
+	struct msghdr msg;   /* io_uring sendmsg: read by the kernel at submit */
 };
+
+/* Close an accept note's fd that nobody will see; a note of a back-off
+ * (res < 0: -EMFILE ...) holds none. */
+static inline void amio__close_accepted(int32_t res)
+{
+	if (res >= 0)
+		close(res);
+}
 
 /* An accept's held fd i (0 = the oldest). */
 static inline int32_t *amio__acc_at(struct amio__io *io, uint32_t i)
@@ -421,7 +436,9 @@ struct amio_registrar {
 	/* Inbox: poller produces, registrar consumes. */
 	struct ck_ring inbox;
 	struct amio__inote *inbox_buf;
-	uint32_t doorbell; /* AMIO__RUNNING/SLEEPING/NOTIFIED of the inbox waiter */
+	uint32_t doorbell;     /* AMIO__RUNNING/SLEEPING/NOTIFIED of the inbox waiter */
+	uint32_t wake_req;     /* amio_registrar_wake: the next wait returns (any thread sets) */
+	int32_t queue_wait_ms; /* amio_registrar_set_queue_wait: 0 = -EAGAIN, -1 = no limit */
 	struct amio__waiter waiter;
 	/* Written by the consumer, read by the poll thread (watch list):
 	 * notifications taken from the inbox so far, and that count as of the
@@ -770,6 +787,9 @@ void amio__on_io(amio_poller *p, const struct amio__completion *c);
 /* Deadlines: cancel what is due; the ns until the next one (-1: none). */
 void amio__io_expire(amio_poller *p);
 int64_t amio__io_next_deadline_ns(amio_poller *p);
+void amio__dl_remove(amio_poller *p, uint32_t slot);
+void amio__dl_update(amio_poller *p, uint32_t slot);
+uint32_t amio__dl_due(amio_poller *p, int64_t now);
 /* An operation's held notes went out (notify.c): resume a paused accept,
  * free a finished operation. */
 void amio__io_flushed(amio_poller *p, struct amio__entry *e, uint32_t slot);

@@ -68,76 +68,6 @@ void amio__io_destroy(amio_poller *p)
 	p->sendq = NULL;
 }
 
-/* ---- Deadlines: a binary min-heap of (ns, slot) ------------------------------ */
-
-static void dl_put(amio_poller *p, uint32_t i, struct amio__deadline d)
-{
-	p->dl[i] = d;
-	io_of(p, d.slot)->dl_pos = i + 1;
-}
-
-static void dl_up(amio_poller *p, uint32_t i)
-{
-	struct amio__deadline d = p->dl[i];
-
-	while (i && p->dl[(i - 1) / 2].ns > d.ns) {
-		dl_put(p, i, p->dl[(i - 1) / 2]);
-		i = (i - 1) / 2;
-	}
-	dl_put(p, i, d);
-}
-
-static void dl_down(amio_poller *p, uint32_t i)
-{
-	struct amio__deadline d = p->dl[i];
-
-	for (;;) {
-		uint32_t c = 2 * i + 1;
-
-		if (c >= p->dl_n)
-			break;
-		if (c + 1 < p->dl_n && p->dl[c + 1].ns < p->dl[c].ns)
-			c++;
-		if (p->dl[c].ns >= d.ns)
-			break;
-		dl_put(p, i, p->dl[c]);
-		i = c;
-	}
-	dl_put(p, i, d);
-}
-
-static void dl_remove(amio_poller *p, uint32_t slot)
-{
-	struct amio__io *io = io_of(p, slot);
-	uint32_t i = io->dl_pos - 1;
-
-	if (!io->dl_pos)
-		return;
-	io->dl_pos = 0;
-	if (i == --p->dl_n)
-		return;
-	dl_put(p, i, p->dl[p->dl_n]);
-	dl_up(p, i);
-	dl_down(p, io_of(p, p->dl[p->dl_n].slot)->dl_pos - 1);
-}
-
-static void dl_set(amio_poller *p, uint32_t slot, int64_t ns)
-{
-	dl_remove(p, slot);
-	p->dl[p->dl_n] = (struct amio__deadline){ns, slot};
-	dl_up(p, p->dl_n++);
-}
-
-int64_t amio__io_next_deadline_ns(amio_poller *p)
-{
-	int64_t left;
-
-	if (!p->dl_n)
-		return -1;
-	left = p->dl[0].ns - amio__now_ns();
-	return left < 0 ? 0 : left;
-}
-
 /* ---- Send queues: one send in flight per fd, in the order started ----------- */
 
 static void sendq_add(amio_poller *p, uint32_t slot, int fd)
@@ -186,7 +116,7 @@ static void end(amio_poller *p, struct amio__entry *e, uint32_t slot, int32_t re
 	uint32_t next = 0;
 
 	io->state = (io->state & ~(uint32_t)AMIO__IO_ENDING) | AMIO__IO_ENDED;
-	dl_remove(p, slot);
+	amio__dl_remove(p, slot);
 	if (io->state & AMIO__IO_STARVED) {
 		amio__pool_unstarve(p, io->pool, slot);
 		io->state &= ~(uint32_t)AMIO__IO_STARVED;
@@ -225,6 +155,32 @@ static void begin_end(struct amio__io *io, int32_t why)
 	}
 }
 
+/* Out of fds or memory: the process's trouble, not the listener's. nginx
+ * and libuv keep listening; so does amio, after a pause. */
+static bool accept_backs_off(int32_t res)
+{
+	return res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS;
+}
+
+/* Tell the consumer (a note that is not final: res < 0), then listen again
+ * after AMIO__ACCEPT_BACKOFF_MIN_MS, doubling while it goes on failing, up
+ * to AMIO__ACCEPT_BACKOFF_MAX_MS; a connection accepted resets it. The
+ * connections wait in the listen backlog meanwhile. */
+static void back_off(amio_poller *p, struct amio__entry *e, uint32_t slot, int32_t res)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	AMIO__STAT_ADD(p, accept_backoffs, 1);
+	amio__notify_io(p, e, AMIO_ACCEPT, res, AMIO__NO_BID);
+	io->backoff_ms = !io->backoff_ms ? AMIO__ACCEPT_BACKOFF_MIN_MS
+	                 : io->backoff_ms * 2 > AMIO__ACCEPT_BACKOFF_MAX_MS
+	                     ? AMIO__ACCEPT_BACKOFF_MAX_MS
+	                     : io->backoff_ms * 2;
+	io->state |= AMIO__IO_BACKOFF;
+	io->timer_ns = amio__now_ns() + (int64_t)io->backoff_ms * 1000000;
+	amio__dl_update(p, slot);
+}
+
 /* ---- Bringing the kernel in line ------------------------------------------- */
 
 /* Ask the kernel to drop the request; true if it is gone now. */
@@ -249,7 +205,8 @@ static bool may_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct amio__io *io = io_of(p, slot);
 
-	if ((e->flags & AMIO__E_ARMED) || (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED)))
+	if ((e->flags & AMIO__E_ARMED) ||
+	    (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED | AMIO__IO_BACKOFF)))
 		return false;
 	/* A send goes out only at the head of its fd's queue. */
 	return io->type != AMIO__IO_SEND || p->sendq[e->fd][0] == slot;
@@ -282,7 +239,9 @@ void amio__io_reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		return;
 	}
 	rc = amio__backend_arm(p, e, slot);
-	if (rc < 0)
+	if (rc < 0 && io->type == AMIO__IO_ACCEPT && accept_backs_off(rc))
+		back_off(p, e, slot, rc); /* epoll: no fd for the listener's dup */
+	else if (rc < 0)
 		end(p, e, slot, rc);
 }
 
@@ -310,23 +269,45 @@ void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cm
 		e->flags |= AMIO__E_DEREGISTERED;
 		break;
 	case AMIO__OP_DEADLINE:
-		if (!(io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED)))
-			dl_set(p, slot, c->deadline_ns);
+		if (!(io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED))) {
+			io->deadline_ns = c->deadline_ns;
+			amio__dl_update(p, slot);
+		}
 		return;
 	}
 	amio__io_reconcile(p, e, slot);
 }
 
+/* An operation's own timer came due: what it waited for. */
+static void on_timer(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	io->timer_ns = 0;
+	if (io->state & AMIO__IO_BACKOFF) {
+		io->state &= ~(uint32_t)AMIO__IO_BACKOFF; /* listen again */
+		amio__io_reconcile(p, e, slot);
+	}
+}
+
 void amio__io_expire(amio_poller *p)
 {
 	int64_t now = amio__now_ns();
+	uint32_t slot;
 
-	while (p->dl_n && p->dl[0].ns <= now) {
-		uint32_t slot = p->dl[0].slot;
+	while ((slot = amio__dl_due(p, now))) {
+		struct amio__io *io = io_of(p, slot);
+		struct amio__entry *e = &p->reg.entries[slot];
 
-		dl_remove(p, slot);
-		begin_end(io_of(p, slot), -ETIME);
-		amio__io_reconcile(p, &p->reg.entries[slot], slot);
+		if (io->deadline_ns && io->deadline_ns <= now) {
+			io->deadline_ns = 0;
+			amio__dl_remove(p, slot);
+			begin_end(io, -ETIME);
+			amio__io_reconcile(p, e, slot);
+			continue;
+		}
+		on_timer(p, e, slot);
+		amio__dl_update(p, slot);
 	}
 }
 
@@ -339,7 +320,7 @@ void amio__io_orphan(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	 * buffers stay with the pool, which is freed with its registrar. */
 	if (io->type == AMIO__IO_ACCEPT)
 		for (; io->held_n; io->held_n--, io->acc_head++)
-			close(*amio__acc_at(io, 0));
+			amio__close_accepted(*amio__acc_at(io, 0));
 	io->held_n = 0;
 	io->done_held = false;
 	e->flags |= AMIO__E_DEREGISTERED;
@@ -383,12 +364,15 @@ static void on_accept(amio_poller *p, struct amio__entry *e, uint32_t slot,
 {
 	struct amio__io *io = io_of(p, slot);
 
-	if (c->res >= 0)
+	if (c->res >= 0) {
+		io->backoff_ms = 0;
 		amio__notify_io(p, e, AMIO_ACCEPT, c->res, AMIO__NO_BID);
-	else if (c->res == -ECANCELED)
+	} else if (c->res == -ECANCELED)
 		; /* ours: to end it, or to pause it */
+	else if (accept_backs_off(c->res) && !c->more && !(io->state & AMIO__IO_ENDING))
+		back_off(p, e, slot, c->res);
 	else if (c->res != -ECONNABORTED && c->res != -EINTR && c->res != -EAGAIN && !c->more)
-		begin_end(io, c->res); /* out of fds, not listening ... */
+		begin_end(io, c->res); /* not listening ... */
 	/* A consumer that takes nothing: pause rather than hold without end
 	 * (a cancel; its final completion leaves it paused). */
 	if (c->more && io->held_n >= AMIO__ACCEPT_PAUSE &&

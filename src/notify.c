@@ -346,8 +346,9 @@ static void io_hold(amio_poller *p, struct amio__io *io, uint32_t events, int32_
 	} else if (events & AMIO_ACCEPT) {
 		if (io->held_n == (io->acc_big ? io->acc_cap : AMIO__ACCEPT_HOLD) &&
 		    !acc_grow(io)) {
-			close(res); /* out of memory: refused, as a full backlog would */
-			AMIO__STAT_ADD(p, accepts_refused, 1);
+			if (res >= 0) /* out of memory: refused, as a full backlog would */
+				AMIO__STAT_ADD(p, accepts_refused, 1);
+			amio__close_accepted(res);
 			return;
 		}
 		*amio__acc_at(io, io->held_n++) = res;
@@ -400,7 +401,7 @@ void amio__notify_io(amio_poller *p, struct amio__entry *e, uint32_t events, int
 
 	if (io->state & AMIO__IO_ORPHAN) {
 		if (events == AMIO_ACCEPT)
-			close(res); /* nobody to take it */
+			amio__close_accepted(res); /* nobody to take it */
 		return;
 	}
 	/* Behind its own held notes (order), and behind every entry waiting
@@ -423,7 +424,7 @@ void amio__inbox_drop(amio_registrar *r)
 	 * Accepted connections nobody will see are closed. */
 	while (ck_ring_dequeue_spsc_amio_inote(&r->inbox, r->inbox_buf, &w))
 		if ((w.n.events & AMIO__IONOTE) && (w.n.events & AMIO_ACCEPT) && w.n.res >= 0)
-			close(w.n.res);
+			amio__close_accepted(w.n.res);
 }
 
 /* ---- Hand-out ------------------------------------------------------------ */

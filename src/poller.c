@@ -123,14 +123,14 @@ static void close_held_fds(amio_poller *p)
 		if (p->reg.entries[slot].kind != AMIO__KIND_IO || io->type != AMIO__IO_ACCEPT)
 			continue;
 		for (; io->held_n; io->held_n--, io->acc_head++)
-			close(*amio__acc_at(io, 0));
+			amio__close_accepted(*amio__acc_at(io, 0));
 		free(io->acc_big);
 		io->acc_big = NULL;
 	}
 	for (size_t i = 0; i < p->stash_n; i++)
 		if ((p->stash[i].events & AMIO__IONOTE) &&
 		    p->stash[i].events == (AMIO__IONOTE | AMIO_ACCEPT))
-			close(p->stash[i].res);
+			amio__close_accepted(p->stash[i].res);
 }
 
 static void adopt_queued_pools(amio_poller *p, amio_registrar *r)
@@ -236,6 +236,7 @@ void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
 	out->enter_errors = ck_pr_load_64(&q->stats.enter_errors);
 	out->recv_starved = ck_pr_load_64(&q->stats.recv_starved);
 	out->accepts_refused = ck_pr_load_64(&q->stats.accepts_refused);
+	out->accept_backoffs = ck_pr_load_64(&q->stats.accept_backoffs);
 }
 
 /* ---- Wakeups ------------------------------------------------------------ */

@@ -4,6 +4,7 @@
  * notifications.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -169,6 +170,44 @@ int amio_registrar_wait_room(amio_registrar *r, int timeout_ms)
 	}
 }
 
+int amio_registrar_set_queue_wait(amio_registrar *r, int timeout_ms)
+{
+	if (!r || timeout_ms < -1)
+		return -EINVAL;
+	r->queue_wait_ms = timeout_ms;
+	return 0;
+}
+
+/* A call found r's queue full (outside enter/leave: amio_poller_free waits
+ * for in_call). 0: look again; -EAGAIN: the default, or the wait set by
+ * amio_registrar_set_queue_wait is over; -ESHUTDOWN. *until: the call's
+ * deadline in ns, 0 until its first wait. On the poll thread nobody else
+ * would drain the queue: it applies what is queued itself, once. */
+static int room_wait(amio_registrar *r, int64_t *until)
+{
+	int64_t left_ms = -1;
+	int rc;
+
+	if (r->queue_wait_ms == 0 || *until < 0)
+		return -EAGAIN;
+	if (amio__is_poll_thread(r->p)) {
+		*until = -1; /* once */
+		amio__drain(r->p);
+		return 0;
+	}
+	if (r->queue_wait_ms > 0) {
+		int64_t now = amio__now_ns();
+
+		if (*until == 0)
+			*until = now + (int64_t)r->queue_wait_ms * 1000000;
+		if (now >= *until)
+			return -EAGAIN;
+		left_ms = (*until - now + 999999) / 1000000;
+	}
+	rc = amio_registrar_wait_room(r, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+	return rc == -ETIMEDOUT ? -EAGAIN : rc;
+}
+
 static void push(amio_registrar *r, struct amio__cmd *c)
 {
 	bool ok = ck_ring_enqueue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, c);
@@ -193,16 +232,17 @@ static int check_events(uint32_t events)
  * go into its slot first. */
 static int64_t add(amio_registrar *r, unsigned kind, struct amio__cmd *c, const struct amio__io *io)
 {
-	int64_t id;
-	int rc = enter(r);
+	int64_t id, until = 0;
+	int rc;
 
+	while ((rc = enter(r)) == 0 && queue_full(r)) {
+		/* Room first: a refused command must not have taken an id. */
+		leave(r);
+		if ((rc = room_wait(r, &until)) < 0)
+			return rc;
+	}
 	if (rc < 0)
 		return rc;
-	/* Room first: a refused command must not have taken an id. */
-	if (queue_full(r)) {
-		leave(r);
-		return -EAGAIN;
-	}
 	id = amio__registry_alloc(&r->p->reg, kind);
 	if (id > 0) {
 		/* The slot is ours until the poll thread applies START: the
@@ -228,14 +268,17 @@ int64_t amio__registrar_add_io(amio_registrar *r, struct amio__cmd *c, const str
 
 int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_id)
 {
-	int rc = enter(r);
+	int64_t until = 0;
+	int rc;
 
+	while ((rc = enter(r)) == 0 && queue_full(r)) {
+		leave(r);
+		if ((rc = room_wait(r, &until)) < 0)
+			return rc;
+	}
 	if (rc < 0)
 		return rc;
-	if (queue_full(r))
-		rc = -EAGAIN;
-	else if (live_id &&
-	         !amio__registry_live(&r->p->reg, live_id, AMIO__KIND_BIT(AMIO__KIND_IO)))
+	if (live_id && !amio__registry_live(&r->p->reg, live_id, AMIO__KIND_BIT(AMIO__KIND_IO)))
 		rc = -ENOENT;
 	else
 		push(r, c);
@@ -246,15 +289,18 @@ int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_i
 int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds)
 {
 	struct amio__cmd c = {.op = AMIO__OP_DEREGISTER, .id = id};
-	int rc = enter(r);
+	int64_t until = 0;
+	int rc;
 
+	/* Room first: a refused deregister leaves the id registered. */
+	while ((rc = enter(r)) == 0 && queue_full(r)) {
+		leave(r);
+		if ((rc = room_wait(r, &until)) < 0)
+			return rc;
+	}
 	if (rc < 0)
 		return rc;
-	/* Room first: a refused deregister leaves the id registered. */
-	if (queue_full(r))
-		rc = -EAGAIN;
-	else
-		rc = amio__registry_close(&r->p->reg, id, kinds);
+	rc = amio__registry_close(&r->p->reg, id, kinds);
 	if (rc == 0)
 		push(r, &c);
 	leave(r);
@@ -277,16 +323,19 @@ int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data)
 int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events)
 {
 	struct amio__cmd c = {.op = AMIO__OP_REREGISTER, .id = id, .events = events};
+	int64_t until = 0;
 	int rc = check_events(events);
 
 	if (rc < 0)
 		return rc;
-	rc = enter(r);
+	while ((rc = enter(r)) == 0 && queue_full(r)) {
+		leave(r);
+		if ((rc = room_wait(r, &until)) < 0)
+			return rc;
+	}
 	if (rc < 0)
 		return rc;
-	if (queue_full(r))
-		rc = -EAGAIN;
-	else if (!amio__registry_live(&r->p->reg, id, AMIO__KIND_BIT(AMIO__KIND_SOCKET)))
+	if (!amio__registry_live(&r->p->reg, id, AMIO__KIND_BIT(AMIO__KIND_SOCKET)))
 		rc = -ENOENT;
 	else
 		push(r, &c);
@@ -350,6 +399,29 @@ static int pop_inbox(amio_registrar *r, amio_notification *out, size_t cap, bool
 	return (int)n;
 }
 
+int amio_registrar_wake(amio_registrar *r)
+{
+	int rc;
+
+	if (!r || !(r->flags & AMIO_INBOX))
+		return -EINVAL;
+	rc = enter(r);
+	if (rc < 0)
+		return rc;
+	ck_pr_store_32(&r->wake_req, 1);
+	/* The request before the doorbell load; pairs with the waiter's
+	 * SLEEPING store, fence, then its wake_req re-check: either it sees
+	 * the request, or we see it asleep and wake it. A waker that loses
+	 * the CAS leaves the wake to whoever won (the poll thread's
+	 * doorbell, or another wake): the request is seen either way. */
+	ck_pr_fence_store_load();
+	if (ck_pr_load_32(&r->doorbell) == AMIO__SLEEPING &&
+	    ck_pr_cas_32(&r->doorbell, AMIO__SLEEPING, AMIO__NOTIFIED))
+		rc = amio__backend_wake_waiter_now(r->p, &r->waiter);
+	leave(r);
+	return rc < 0 ? rc : 0;
+}
+
 int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, int timeout_ms)
 {
 	int64_t deadline = timeout_ms > 0 ? amio__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
@@ -361,9 +433,16 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 		int64_t left = -1;
 
 		n = pop_inbox(r, out, cap, first);
-		if (n)
+		if (n) {
+			/* Any return ends the wait a wake asked to end. */
+			if (ck_pr_load_32(&r->wake_req))
+				(void)ck_pr_fas_32(&r->wake_req, 0);
 			return n; /* a count, or -ESHUTDOWN */
+		}
 		if (timeout_ms == 0)
+			return 0;
+		/* amio_registrar_wake: this wait returns, once per wake. */
+		if (ck_pr_load_32(&r->wake_req) && ck_pr_fas_32(&r->wake_req, 0))
 			return 0;
 		if (timeout_ms > 0 && (left = deadline - amio__now_ns()) <= 0)
 			return pop_inbox(r, out, cap, false);
@@ -374,7 +453,8 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 		/* shutdown too: amio_poller_free stores it before it wakes the
 		 * SLEEPING waiters, and a futex waker leaves nothing behind for
 		 * a waiter that was not yet asleep (a MSG_RING CQE does). */
-		if (ck_ring_size(&r->inbox) || ck_pr_load_32(&r->p->shutdown)) {
+		if (ck_ring_size(&r->inbox) || ck_pr_load_32(&r->p->shutdown) ||
+		    ck_pr_load_32(&r->wake_req)) {
 			ck_pr_store_32(&r->doorbell, AMIO__RUNNING);
 			continue;
 		}
