@@ -50,10 +50,12 @@ enum {
 	AMIO_CHANNEL = 1u << 5, /* a channel has messages */
 	/* Completion I/O (see "Completion I/O" below): what an operation did,
 	 * with its result in .res. */
-	AMIO_ACCEPT = 1u << 12, /* a connection: res = its fd, or -errno */
-	AMIO_RECV = 1u << 13,   /* bytes: res = length at .buf; 0 = EOF; or -errno */
-	AMIO_SEND = 1u << 14,   /* a send finished: res = bytes, or -errno */
-	AMIO_DONE = 1u << 15,   /* the operation's last notification: the id is finished */
+	AMIO_ACCEPT = 1u << 12,   /* a connection: res = its fd, or -errno */
+	AMIO_RECV = 1u << 13,     /* bytes: res = length at .buf; 0 = EOF; or -errno */
+	AMIO_SEND = 1u << 14,     /* a send finished: res = bytes, or -errno */
+	AMIO_DONE = 1u << 15,     /* the operation's last notification: the id is finished */
+	AMIO_SHUTDOWN = 1u << 16, /* amio_shutdown: res = 0 or -errno (with AMIO_DONE) */
+	AMIO_CLOSE = 1u << 17,    /* amio_close: res = 0 or -errno (with AMIO_DONE) */
 };
 
 /* Registration options, or-ed into the events argument of amio_register(). */
@@ -635,6 +637,38 @@ enum {
 	AMIO_SEND_ZC = 1u << 0,
 };
 
+/* amio_close flags. */
+enum {
+	/* Send first: the sends and shutdowns queued on the fd before the
+	 * close go out (or fail: their timeouts bound the wait), then the
+	 * fd's recvs and accepts end, then it is closed. */
+	AMIO_CLOSE_GRACEFUL = 1u << 0,
+};
+
+/* Connection settings of a registrar (amio_registrar_set_conn), copied into
+ * every amio_recv and amio_send it starts afterwards. Kept by the poll
+ * thread, so they cost no command per request. */
+struct amio_conn_config {
+	/* recv: no bytes for idle_ms ms ends it with -ETIME (0: no limit). The
+	 * poll thread restarts the clock on every buffer received; time paused
+	 * by flow control does not count. Never early. */
+	uint32_t idle_ms;
+	/* send: not finished send_timeout_ms ms after the call ends it with
+	 * -ETIME, and every send queued behind it on the fd (the stream is cut
+	 * short: close the connection). 0: no limit. Never early. */
+	uint32_t send_timeout_ms;
+	/* recv: paused while its fd has more than high_water bytes queued to
+	 * send (sends made, their DONE not yet), resumed at low_water or
+	 * fewer; no notification, no new id, its idle timer kept. A peer that
+	 * never reads then stops being read: memory per connection stays
+	 * bounded by what the program queues. 0 = the default
+	 * (AMIO_CONN_HIGH_WATER, low_water high_water / 2); UINT64_MAX: never
+	 * pause. low_water above high_water is -EINVAL. */
+	uint64_t high_water;
+	uint64_t low_water;
+};
+#define AMIO_CONN_HIGH_WATER ((uint64_t)1 << 20) /* 1 MiB */
+
 typedef struct amio_pool amio_pool; /* buffers a multishot recv lands in */
 
 /*
@@ -808,6 +842,49 @@ AMIO_API int amio_cancel(amio_registrar *r, uint64_t id);
  * Thread: the registrar's thread (any registrar of the poller).
  */
 AMIO_API int amio_set_deadline(amio_registrar *r, uint64_t id, uint64_t ms);
+
+/*
+ * Set the connection settings of the operations r starts from now on (see
+ * struct amio_conn_config); NULL: the defaults. Operations already started
+ * keep theirs.
+ * Returns: 0. Errors: -EINVAL (r NULL, low_water above high_water).
+ * Thread: the registrar's thread.
+ */
+AMIO_API int amio_registrar_set_conn(amio_registrar *r, const struct amio_conn_config *cfg);
+
+/*
+ * Half-close: once every send queued on fd before this call has finished,
+ * shutdown(fd, SHUT_WR) on the poll thread (IORING_OP_SHUTDOWN): the peer
+ * reads EOF, recvs on fd go on. One AMIO_SHUTDOWN | AMIO_DONE
+ * notification, res = 0 or -errno (-ENOTCONN, -ENOTSOCK, -EBADF); sends
+ * made after it fail with -EPIPE, as send(2) would.
+ * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (r NULL), -EAGAIN,
+ * -ENOSPC, -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_shutdown(amio_registrar *r, int fd, void *data);
+
+/*
+ * Close fd once every operation on it has ended: its recvs and accepts
+ * end with -ECANCELED; its queued and in-flight sends and shutdowns end
+ * with -ECANCELED, or with AMIO_CLOSE_GRACEFUL go out first (bounded by
+ * their send timeouts). Each still ends with its one DONE, in order; then
+ * the poll thread closes fd (IORING_OP_CLOSE on io_uring, close(2) on
+ * epoll) and one AMIO_CLOSE | AMIO_DONE notification, res = 0 or -errno,
+ * comes after every DONE of those operations (to each operation's
+ * consumer, in its own order). The program makes no close(2). From the
+ * call on, an operation started on fd (through any registrar) ends at once
+ * with -EBADF, until that DONE: after it fd is closed, and its number may
+ * belong to a new file. Readiness registrations of fd (amio_register) are
+ * not touched: deregister them first (their poll keeps the file open).
+ * amio_cancel of the close's id before the fd is closed ends it with
+ * -ECANCELED, the fd open, the operations it ended still ended.
+ * flags: 0 or AMIO_CLOSE_GRACEFUL.
+ * Returns: the id (> 0). Errors: -EBADF (fd < 0), -EINVAL (r NULL, unknown
+ * flags), -EAGAIN, -ENOSPC, -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_close(amio_registrar *r, int fd, uint32_t flags, void *data);
 
 /* ---- Queries ---------------------------------------------------------- */
 

@@ -107,7 +107,15 @@ int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	struct amio__epoll_slot *st = &p->be.ep.slots[slot];
 	int rc = 0;
 
-	if (io->type != AMIO__IO_SEND) {
+	if (io->type == AMIO__IO_SHUTDOWN || io->type == AMIO__IO_CLOSE) {
+		/* One call, now, as io_uring makes it at submit. */
+		int r = io->type == AMIO__IO_CLOSE ? close(e->fd) : shutdown(e->fd, SHUT_WR);
+
+		st->imm = true;
+		/* close(2)'s EINTR: Linux has released the fd all the same. */
+		st->imm_res = r < 0 && !(errno == EINTR && io->type == AMIO__IO_CLOSE) ? -errno : 0;
+		work_push(&p->be.ep, slot);
+	} else if (io->type != AMIO__IO_SEND) {
 		/* Readiness present now is reported by the next epoll_wait. A
 		 * recv also makes one call at the next reap, as io_uring's
 		 * does at submit: a socket that can never be readable (a

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -326,6 +327,12 @@ static void prep_io(amio_poller *p, struct io_uring_sqe *sqe, struct amio__entry
 		io_uring_prep_recv_multishot(sqe, e->fd, NULL, 0, 0);
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = io->pool->bgid;
+		break;
+	case AMIO__IO_SHUTDOWN: /* IORING_OP_SHUTDOWN, 5.11 */
+		io_uring_prep_shutdown(sqe, e->fd, SHUT_WR);
+		break;
+	case AMIO__IO_CLOSE: /* IORING_OP_CLOSE, 5.6 */
+		io_uring_prep_close(sqe, e->fd);
 		break;
 	default:
 		if (io->niov - io->first == 1) {

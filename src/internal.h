@@ -230,7 +230,14 @@ struct amio__entry {
  * registrar before it queues AMIO__OP_START (the ring's release/acquire
  * publishes them); from then on the struct is the poll thread's.
  */
-enum amio__io_type { AMIO__IO_ACCEPT = 1, AMIO__IO_RECV, AMIO__IO_SEND };
+enum amio__io_type {
+	AMIO__IO_ACCEPT = 1,
+	AMIO__IO_RECV,
+	AMIO__IO_SEND,
+	AMIO__IO_SHUTDOWN,
+	AMIO__IO_CLOSE
+};
+extern const uint32_t amio__io_event[]; /* AMIO_ACCEPT ... by type */
 #define AMIO__ACCEPT_HOLD  64 /* accepted fds held inline while the consumer has no room */
 #define AMIO__ACCEPT_PAUSE 32 /* ... from here on the accept pauses */
 /* An accept out of fds or memory listens again after 10 ms, doubling while
@@ -250,6 +257,17 @@ enum {
 	AMIO__IO_POLL_FIRST = 1u << 8,  /* send: the kernel said EAGAIN: wait for room first */
 	AMIO__IO_WOKEN = 1u << 9,       /* recv: re-armed for a free buffer, no completion yet */
 	AMIO__IO_BACKOFF = 1u << 10,    /* accept: out of fds or memory: re-armed at timer_ns */
+	AMIO__IO_LINKED = 1u << 11,     /* recv, accept: on its fd's list of operations */
+	AMIO__IO_FLOW = 1u << 12,       /* recv: paused, its fd's sends above the high-water mark */
+};
+/* A row of the poll thread's fd table (io_fd.c). */
+struct amio__fdq {
+	uint32_t first, last; /* its send queue: sends, shutdowns, closes, by slot */
+	uint32_t ops;         /* its first recv or accept (linked by next_fd_op) */
+	uint32_t closing;     /* the amio_close under way (0: none) */
+	uint32_t advancing;   /* amio__conn_advance runs for it (no recursion) */
+	uint32_t pad;
+	uint64_t queued; /* bytes of its sends not done yet (flow control) */
 };
 struct amio_pool;
 /* 65,536 io_uring buffer groups (a 16-bit bgid): the most pools live. */
@@ -270,7 +288,14 @@ struct amio__io {
 	int32_t end_res;  /* why it ends early: -ECANCELED, -ETIME */
 	int32_t done_res; /* DONE's res, held while the consumer has no room */
 	bool done_held;
-	uint32_t next_send; /* slot of the next send on the same fd (0: none) */
+	uint32_t next_send;  /* slot of the next send on the same fd (0: none) */
+	uint32_t next_fd_op; /* recv, accept: the next of its fd's other operations */
+	/* From the starting registrar's amio_conn_config (0: none). */
+	uint32_t idle_ms;         /* recv */
+	uint32_t send_timeout_ms; /* send */
+	uint64_t high_water;      /* recv: pause above it ... */
+	uint64_t low_water;       /* ... resume at or below it */
+	int64_t last_ns;          /* recv: the last bytes (idle) */
 	uint32_t next_starved;
 	uint32_t woken_epoch;          /* recv: p->reap_epoch when a refill woke it (IO_WOKEN) */
 	uint16_t held_head, held_tail; /* recv: notes held, through pool->held[bid] */
@@ -439,6 +464,7 @@ struct amio_registrar {
 	uint32_t doorbell;     /* AMIO__RUNNING/SLEEPING/NOTIFIED of the inbox waiter */
 	uint32_t wake_req;     /* amio_registrar_wake: the next wait returns (any thread sets) */
 	int32_t queue_wait_ms; /* amio_registrar_set_queue_wait: 0 = -EAGAIN, -1 = no limit */
+	struct amio_conn_config conn; /* amio_registrar_set_conn, resolved (no 0 marks) */
 	struct amio__waiter waiter;
 	/* Written by the consumer, read by the poll thread (watch list):
 	 * notifications taken from the inbox so far, and that count as of the
@@ -562,9 +588,9 @@ struct amio_poller {
 	} * dl;
 	uint32_t dl_n;
 	size_t dl_len;
-	uint32_t (*sendq)[2];
-	uint32_t sendq_cap; /* fds below it can be sent on */
-	size_t sendq_len;
+	struct amio__fdq *fdq; /* per fd (io_fd.c) */
+	uint32_t fdq_cap;      /* fds below it have a row */
+	size_t fdq_len;
 	struct amio_pool *pools;
 	struct amio_pool *waking_pools; /* pools with buffers promised (pool.c) */
 	uint32_t reap_epoch;            /* reaps that emptied the CQ with nothing to submit */
@@ -787,6 +813,18 @@ void amio__on_io(amio_poller *p, const struct amio__completion *c);
 /* Deadlines: cancel what is due; the ns until the next one (-1: none). */
 void amio__io_expire(amio_poller *p);
 int64_t amio__io_next_deadline_ns(amio_poller *p);
+void amio__io_begin_end(struct amio__io *io, int32_t why);
+bool amio__io_cancel_request(amio_poller *p, struct amio__entry *e, uint32_t slot);
+int amio__conn_start(amio_poller *p, uint32_t slot, int fd);
+void amio__conn_sent(amio_poller *p, int fd, uint64_t bytes);
+void amio__conn_advance(amio_poller *p, int fd);
+bool amio__conn_close_ready(amio_poller *p, int fd);
+void amio__conn_timer(amio_poller *p, uint32_t slot);
+int amio__fd_fit(amio_poller *p, int fd);
+void amio__fd_queue(amio_poller *p, uint32_t slot, int fd);
+void amio__fd_dequeue(amio_poller *p, uint32_t slot, int fd);
+void amio__fd_link(amio_poller *p, uint32_t slot, int fd);
+void amio__fd_unlink(amio_poller *p, uint32_t slot, int fd);
 void amio__dl_remove(amio_poller *p, uint32_t slot);
 void amio__dl_update(amio_poller *p, uint32_t slot);
 uint32_t amio__dl_due(amio_poller *p, int64_t now);

@@ -49,6 +49,9 @@ int64_t amio_recv(amio_registrar *r, int fd, amio_pool *pool, void *data)
 		return -EBADF;
 	if (!r || !pool || pool->r != r || ck_pr_load_32(&pool->freed))
 		return -EINVAL;
+	io.idle_ms = r->conn.idle_ms;
+	io.high_water = r->conn.high_water;
+	io.low_water = r->conn.low_water;
 	/* Counted before the command: amio_pool_free must see it. */
 	ck_pr_inc_32(&pool->running);
 	id = start(r, fd, data, &io);
@@ -63,8 +66,11 @@ static int64_t send_io(amio_registrar *r, int fd, struct amio__io *io, uint32_t 
 		return -EBADF;
 	if (flags & ~(uint32_t)AMIO_SEND_ZC)
 		return -EINVAL;
+	if (!r)
+		return -EINVAL;
 	io->type = AMIO__IO_SEND;
 	io->flags = flags;
+	io->send_timeout_ms = r->conn.send_timeout_ms;
 	return start(r, fd, data, io);
 }
 
@@ -99,6 +105,26 @@ int64_t amio_sendv(amio_registrar *r, int fd, const struct iovec *iov, unsigned 
 	if (io.total == 0)
 		return -EINVAL;
 	return send_io(r, fd, &io, flags, data);
+}
+
+int64_t amio_shutdown(amio_registrar *r, int fd, void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_SHUTDOWN};
+
+	if (fd < 0)
+		return -EBADF;
+	return start(r, fd, data, &io);
+}
+
+int64_t amio_close(amio_registrar *r, int fd, uint32_t flags, void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_CLOSE, .flags = flags};
+
+	if (fd < 0)
+		return -EBADF;
+	if (flags & ~(uint32_t)AMIO_CLOSE_GRACEFUL)
+		return -EINVAL;
+	return start(r, fd, data, &io);
 }
 
 int amio_cancel(amio_registrar *r, uint64_t id)

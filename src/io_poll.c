@@ -7,8 +7,6 @@
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/resource.h>
 
 #include "internal.h"
 
@@ -17,103 +15,35 @@ static struct amio__io *io_of(amio_poller *p, uint32_t slot)
 	return &p->reg.ios[slot];
 }
 
-/* ---- Setup ------------------------------------------------------------------ */
-
-int amio__io_init(amio_poller *p)
-{
-	struct rlimit rl = {0};
-	rlim_t fds = 1024;
-
-	p->dl_len = ((size_t)p->reg.cap + 1) * sizeof(*p->dl);
-	p->dl = amio__reserve(p->dl_len);
-	/* One send queue per fd, first for the fds the process may open now
-	 * (the hard limit, at most 2^24; address space only, touched as fds
-	 * are sent on); sendq_fit grows it for a higher fd. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		fds = rl.rlim_max < ((rlim_t)1 << 24) ? rl.rlim_max : (rlim_t)1 << 24;
-	p->sendq_cap = fds < 1024 ? 1024 : (uint32_t)fds;
-	p->sendq_len = (size_t)p->sendq_cap * sizeof(*p->sendq);
-	p->sendq = amio__reserve(p->sendq_len);
-	return p->dl && p->sendq ? 0 : -ENOMEM;
-}
-
-/* Room in the send table for fd: a process may raise its limit after the
- * poller was made, or had fds above it (dup2). Rare, so a syscall here is
- * no cost to the hot path: mremap keeps the pages, MAP_NORESERVE too. */
-static int sendq_fit(amio_poller *p, int fd)
-{
-	uint64_t cap = p->sendq_cap;
-	void *m;
-
-	if ((uint32_t)fd < p->sendq_cap)
-		return 0;
-	while (cap <= (uint64_t)fd)
-		cap *= 2;
-	m = mremap(p->sendq, p->sendq_len, (size_t)cap * sizeof(*p->sendq), MREMAP_MAYMOVE);
-	if (m == MAP_FAILED)
-		return -ENOMEM;
-	p->sendq = m;
-	p->sendq_cap = (uint32_t)cap; /* at most 2^31: fd is an int */
-	p->sendq_len = (size_t)cap * sizeof(*p->sendq);
-	return 0;
-}
-
-void amio__io_destroy(amio_poller *p)
-{
-	if (p->dl)
-		munmap(p->dl, p->dl_len);
-	if (p->sendq)
-		munmap(p->sendq, p->sendq_len);
-	p->dl = NULL;
-	p->sendq = NULL;
-}
-
-/* ---- Send queues: one send in flight per fd, in the order started ----------- */
-
-static void sendq_add(amio_poller *p, uint32_t slot, int fd)
-{
-	uint32_t *q = p->sendq[fd];
-
-	io_of(p, slot)->next_send = 0;
-	io_of(p, slot)->state |= AMIO__IO_QUEUED;
-	if (q[0])
-		io_of(p, q[1])->next_send = slot;
-	else
-		q[0] = slot;
-	q[1] = slot;
-}
-
-/* Take slot off its fd's queue; the new head, if slot was the head. */
-static uint32_t sendq_remove(amio_poller *p, uint32_t slot, int fd)
-{
-	uint32_t *q = p->sendq[fd], prev = 0, s = q[0];
-
-	io_of(p, slot)->state &= ~(uint32_t)AMIO__IO_QUEUED;
-	while (s && s != slot) {
-		prev = s;
-		s = io_of(p, s)->next_send;
-	}
-	if (!s)
-		return 0;
-	if (prev)
-		io_of(p, prev)->next_send = io_of(p, slot)->next_send;
-	else
-		q[0] = io_of(p, slot)->next_send;
-	if (q[1] == slot)
-		q[1] = prev;
-	return prev ? 0 : q[0];
-}
-
 /* ---- The end: one DONE ------------------------------------------------------- */
 
-static const uint32_t type_event[] = {
-    [AMIO__IO_ACCEPT] = AMIO_ACCEPT, [AMIO__IO_RECV] = AMIO_RECV, [AMIO__IO_SEND] = AMIO_SEND};
+const uint32_t amio__io_event[] = {[AMIO__IO_ACCEPT] = AMIO_ACCEPT,
+                                   [AMIO__IO_RECV] = AMIO_RECV,
+                                   [AMIO__IO_SEND] = AMIO_SEND,
+                                   [AMIO__IO_SHUTDOWN] = AMIO_SHUTDOWN,
+                                   [AMIO__IO_CLOSE] = AMIO_CLOSE};
+
+/* Off its fd's queue or list; what the fd does next (io_conn.c). */
+static void leave_fd(amio_poller *p, struct amio__io *io, uint32_t slot, int fd, bool *head)
+{
+	*head = false;
+	if (io->state & AMIO__IO_QUEUED) {
+		*head = p->fdq[fd].first == slot;
+		amio__fd_dequeue(p, slot, fd);
+		if (io->type == AMIO__IO_SEND)
+			amio__conn_sent(p, fd, io->total);
+	}
+	if (io->state & AMIO__IO_LINKED)
+		amio__fd_unlink(p, slot, fd);
+}
 
 /* The kernel holds nothing of the operation (inflight 0): make its DONE. */
 static void end(amio_poller *p, struct amio__entry *e, uint32_t slot, int32_t res)
 {
 	struct amio__io *io = io_of(p, slot);
-	uint32_t next = 0;
+	uint32_t type = io->type, state = io->state;
+	int fd = e->fd;
+	bool head;
 
 	io->state = (io->state & ~(uint32_t)AMIO__IO_ENDING) | AMIO__IO_ENDED;
 	amio__dl_remove(p, slot);
@@ -121,17 +51,20 @@ static void end(amio_poller *p, struct amio__entry *e, uint32_t slot, int32_t re
 		amio__pool_unstarve(p, io->pool, slot);
 		io->state &= ~(uint32_t)AMIO__IO_STARVED;
 	}
-	if (io->state & AMIO__IO_QUEUED)
-		next = sendq_remove(p, slot, e->fd);
-	if (io->type == AMIO__IO_RECV) {
+	leave_fd(p, io, slot, fd, &head);
+	if (type == AMIO__IO_RECV) {
 		amio__pool_woken(p, io->pool, io);
 		ck_pr_dec_32(&io->pool->running);
 		amio__pool_maybe_free(p, io->pool);
 	}
-	amio__notify_io(p, e, type_event[io->type] | AMIO_DONE, res, AMIO__NO_BID);
-	amio__io_maybe_free(p, e, slot);
-	if (next) /* the fd's next send goes out now */
-		amio__io_reconcile(p, &p->reg.entries[next], next);
+	if (type == AMIO__IO_CLOSE && p->fdq[fd].closing == slot)
+		p->fdq[fd].closing = 0; /* closed (or the close cancelled): the fd takes new ops */
+	amio__notify_io(p, e, amio__io_event[type] | AMIO_DONE, res, AMIO__NO_BID);
+	amio__io_maybe_free(p, e, slot); /* io and e are not ours from here */
+	if (head)                        /* the fd's next send, shutdown or close goes now */
+		amio__conn_advance(p, fd);
+	if ((state & AMIO__IO_LINKED) && p->fdq[fd].closing && !p->fdq[fd].ops)
+		amio__conn_advance(p, fd); /* the close waited for this one */
 }
 
 void amio__io_maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
@@ -147,7 +80,7 @@ void amio__io_maybe_free(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	}
 }
 
-static void begin_end(struct amio__io *io, int32_t why)
+void amio__io_begin_end(struct amio__io *io, int32_t why)
 {
 	if (!(io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED))) {
 		io->state |= AMIO__IO_ENDING;
@@ -184,7 +117,7 @@ static void back_off(amio_poller *p, struct amio__entry *e, uint32_t slot, int32
 /* ---- Bringing the kernel in line ------------------------------------------- */
 
 /* Ask the kernel to drop the request; true if it is gone now. */
-static bool cancel_request(amio_poller *p, struct amio__entry *e, uint32_t slot)
+bool amio__io_cancel_request(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct amio__io *io = io_of(p, slot);
 	int rc;
@@ -206,10 +139,14 @@ static bool may_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	struct amio__io *io = io_of(p, slot);
 
 	if ((e->flags & AMIO__E_ARMED) ||
-	    (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED | AMIO__IO_BACKOFF)))
+	    (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED | AMIO__IO_BACKOFF | AMIO__IO_FLOW)))
 		return false;
-	/* A send goes out only at the head of its fd's queue. */
-	return io->type != AMIO__IO_SEND || p->sendq[e->fd][0] == slot;
+	/* A send, shutdown or close goes only at the head of its fd's queue;
+	 * a close once the fd's other operations have ended. */
+	if (!(io->state & AMIO__IO_QUEUED))
+		return true;
+	return p->fdq[e->fd].first == slot &&
+	       (io->type != AMIO__IO_CLOSE || amio__conn_close_ready(p, e->fd));
 }
 
 void amio__io_reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
@@ -224,10 +161,16 @@ void amio__io_reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		return;
 	}
 	if (e->flags & AMIO__E_DEREGISTERED)
-		begin_end(io, -ECANCELED);
+		amio__io_begin_end(io, -ECANCELED);
 	if (io->state & AMIO__IO_ENDING) {
-		if ((e->flags & AMIO__E_ARMED) && !cancel_request(p, e, slot))
+		if ((e->flags & AMIO__E_ARMED) && !amio__io_cancel_request(p, e, slot))
 			return; /* its final completion ends it */
+		/* Ended by a close or a timeout behind a send still in flight:
+		 * the fd's DONEs keep their order (amio__conn_advance ends it
+		 * once it is the head). An amio_cancel does not wait. */
+		if ((io->state & AMIO__IO_QUEUED) && p->fdq[e->fd].first != slot &&
+		    !(e->flags & AMIO__E_DEREGISTERED))
+			return;
 		if (e->inflight == 0)
 			end(p, e, slot, io->end_res);
 		return;
@@ -251,20 +194,21 @@ void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cm
 	struct amio__io *io = io_of(p, slot);
 
 	switch (c->op) {
-	case AMIO__OP_START:
+	case AMIO__OP_START: {
+		int rc;
+
 		e->fd = c->fd;
 		e->data = c->data;
 		e->flags |= AMIO__E_REGISTERED;
-		if (io->type == AMIO__IO_SEND) {
-			int rc = sendq_fit(p, c->fd);
-
-			if (rc < 0) {
-				end(p, e, slot, rc);
-				return;
-			}
-			sendq_add(p, slot, c->fd);
+		rc = amio__fd_fit(p, c->fd);
+		if (rc == 0)
+			rc = amio__conn_start(p, slot, c->fd);
+		if (rc < 0) {
+			end(p, e, slot, rc);
+			return;
 		}
 		break;
+	}
 	case AMIO__OP_DEREGISTER: /* amio_cancel */
 		e->flags |= AMIO__E_DEREGISTERED;
 		break;
@@ -278,12 +222,18 @@ void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cm
 	amio__io_reconcile(p, e, slot);
 }
 
-/* An operation's own timer came due: what it waited for. */
+/* An operation's own timer came due: what it waited for. It re-keys the
+ * heap itself (the op may have ended: its slot is not ours then). */
 static void on_timer(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct amio__io *io = io_of(p, slot);
 
+	if (io->type == AMIO__IO_RECV || io->type == AMIO__IO_SEND) {
+		amio__conn_timer(p, slot);
+		return;
+	}
 	io->timer_ns = 0;
+	amio__dl_update(p, slot);
 	if (io->state & AMIO__IO_BACKOFF) {
 		io->state &= ~(uint32_t)AMIO__IO_BACKOFF; /* listen again */
 		amio__io_reconcile(p, e, slot);
@@ -302,12 +252,11 @@ void amio__io_expire(amio_poller *p)
 		if (io->deadline_ns && io->deadline_ns <= now) {
 			io->deadline_ns = 0;
 			amio__dl_remove(p, slot);
-			begin_end(io, -ETIME);
+			amio__io_begin_end(io, -ETIME);
 			amio__io_reconcile(p, e, slot);
 			continue;
 		}
 		on_timer(p, e, slot);
-		amio__dl_update(p, slot);
 	}
 }
 
@@ -372,13 +321,13 @@ static void on_accept(amio_poller *p, struct amio__entry *e, uint32_t slot,
 	else if (accept_backs_off(c->res) && !c->more && !(io->state & AMIO__IO_ENDING))
 		back_off(p, e, slot, c->res);
 	else if (c->res != -ECONNABORTED && c->res != -EINTR && c->res != -EAGAIN && !c->more)
-		begin_end(io, c->res); /* not listening ... */
+		amio__io_begin_end(io, c->res); /* not listening ... */
 	/* A consumer that takes nothing: pause rather than hold without end
 	 * (a cancel; its final completion leaves it paused). */
 	if (c->more && io->held_n >= AMIO__ACCEPT_PAUSE &&
 	    !(io->state & (AMIO__IO_ENDING | AMIO__IO_PAUSED))) {
 		io->state |= AMIO__IO_PAUSED;
-		if (cancel_request(p, e, slot))
+		if (amio__io_cancel_request(p, e, slot))
 			return;
 	}
 	if (!c->more)
@@ -396,14 +345,19 @@ static void on_recv(amio_poller *p, struct amio__entry *e, uint32_t slot,
 		ck_pr_store_8(&io->pool->lent[c->bid], AMIO__LENT_NOTED);
 	}
 	amio__pool_woken(p, io->pool, io); /* after taken: its buffer is counted */
+	if (c->res > 0 && io->idle_ms)
+		io->last_ns = amio__now_ns(); /* the idle clock (amio__conn_timer reads it) */
 	if (c->res > 0)
 		amio__notify_io(p, e, AMIO_RECV, c->res, c->bid);
+	else if (c->res == -ECANCELED && (io->state & AMIO__IO_FLOW) &&
+	         !(io->state & AMIO__IO_ENDING))
+		; /* paused by flow control: armed again on resume */
 	else if (c->res == 0)
-		begin_end(io, 0); /* EOF */
+		amio__io_begin_end(io, 0); /* EOF */
 	else if (c->res == -ENOBUFS && !(io->state & AMIO__IO_ENDING))
 		io_starve(p, e, slot);
 	else if (c->res != -ECANCELED || !(io->state & AMIO__IO_ENDING))
-		begin_end(io, c->res);
+		amio__io_begin_end(io, c->res);
 	if (!c->more)
 		amio__io_reconcile(p, e, slot);
 }
@@ -440,7 +394,7 @@ static void on_send(amio_poller *p, struct amio__entry *e, uint32_t slot,
 		 * never a spin, never an error the caller did not cause. */
 		io->state |= AMIO__IO_POLL_FIRST;
 	} else if (c->res != -ECANCELED || !(io->state & AMIO__IO_ENDING)) {
-		begin_end(io, c->res);
+		amio__io_begin_end(io, c->res);
 	}
 	if (c->more)
 		return; /* zero-copy: the notification ends the request */
@@ -478,6 +432,10 @@ void amio__on_io(amio_poller *p, const struct amio__completion *c)
 		break;
 	case AMIO__IO_SEND:
 		on_send(p, e, c->slot, c);
+		break;
+	default: /* shutdown, close: one result */
+		if (!(io->state & AMIO__IO_ENDED))
+			end(p, e, c->slot, c->res);
 		break;
 	}
 }

@@ -56,6 +56,7 @@ int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out)
 	r->p = p;
 	r->flags = flags;
 	r->refs = 2; /* the owner and the poll thread */
+	(void)amio_registrar_set_conn(r, NULL);
 	r->cmdq_buf = calloc(p->queue_entries, sizeof(*r->cmdq_buf));
 	if (flags & AMIO_INBOX)
 		r->inbox_buf = calloc(p->inbox_entries, sizeof(*r->inbox_buf));
@@ -168,6 +169,24 @@ int amio_registrar_wait_room(amio_registrar *r, int timeout_ms)
 		 * clear, then bumps room_seq to end this sleep. */
 		amio__futex_wait(&r->room_seq, seq, left);
 	}
+}
+
+int amio_registrar_set_conn(amio_registrar *r, const struct amio_conn_config *cfg)
+{
+	struct amio_conn_config c = {0};
+
+	if (!r)
+		return -EINVAL;
+	if (cfg)
+		c = *cfg;
+	if (!c.high_water)
+		c.high_water = AMIO_CONN_HIGH_WATER;
+	if (!c.low_water)
+		c.low_water = c.high_water / 2;
+	if (c.low_water > c.high_water)
+		return -EINVAL;
+	r->conn = c;
+	return 0;
 }
 
 int amio_registrar_set_queue_wait(amio_registrar *r, int timeout_ms)

@@ -373,6 +373,413 @@ START_TEST(an_accept_out_of_fds_says_so_and_listens_again)
 }
 END_TEST
 
+/* ---- amio_close, amio_shutdown ------------------------------------------------- */
+
+struct note_log {
+	amio_notification n[256];
+	int64_t at[256]; /* t_now_ms() when taken */
+	int count;
+};
+
+/* Amy mode: take notifications until one for id `until` with AMIO_DONE. */
+static void collect_until(amio_poller *p, struct note_log *log, uint64_t until)
+{
+	int64_t end = t_now_ms() + STALL_MS;
+
+	for (;;) {
+		int rc = amio_poller_wait(p, &log->n[log->count], 1, 10);
+
+		ck_assert_int_ge(rc, 0);
+		if (rc) {
+			amio_notification *n = &log->n[log->count];
+
+			ck_assert_int_lt(log->count, 255);
+			log->at[log->count++] = t_now_ms();
+			if (n->id == until && (n->events & AMIO_DONE))
+				return;
+		}
+		ck_assert_msg(t_now_ms() < end, "no DONE for id %llu", (unsigned long long)until);
+	}
+}
+
+static int find_done(const struct note_log *log, int64_t id)
+{
+	int at = -1;
+
+	for (int i = 0; i < log->count; i++)
+		if (log->n[i].id == (uint64_t)id && (log->n[i].events & AMIO_DONE)) {
+			ck_assert_msg(at < 0, "id %lld: two DONEs", (long long)id);
+			at = i;
+		}
+	ck_assert_msg(at >= 0, "id %lld: no DONE", (long long)id);
+	return at;
+}
+
+struct drain_case {
+	int fd;
+	uint64_t got;
+	int eof; /* __atomic */
+};
+
+static void *drain_peer(void *arg)
+{
+	struct drain_case *d = arg;
+	static __thread char buf[65536];
+	int64_t end = t_now_ms() + 2 * STALL_MS;
+
+	while (t_now_ms() < end) {
+		ssize_t n = read(d->fd, buf, sizeof(buf));
+
+		if (n > 0)
+			d->got += (uint64_t)n;
+		else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+			break;
+		else
+			usleep(200);
+	}
+	__atomic_store_n(&d->eof, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* A recv and four 4 MiB sends to a peer that reads nothing (_i 0: the
+ * close aborts them, -ECANCELED unless done) or everything (_i 1:
+ * AMIO_CLOSE_GRACEFUL: every byte goes out first). Every operation ends
+ * with one DONE, the sends in order, the close's after all of them; a
+ * send made after the close ends with -EBADF; the fd is closed (the peer
+ * reads EOF) and nothing leaks. */
+START_TEST(close_ends_every_operation_on_the_fd_then_closes_it)
+{
+	enum { BIG = 4 << 20, NSEND = 4 };
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	struct note_log log = {0};
+	struct drain_case d = {0};
+	unsigned char *big = calloc(1, BIG);
+	int64_t recv_id, send_id[NSEND], late, close_id;
+	int fds[2], fds_before;
+	pthread_t peer;
+	bool graceful = _i == 1;
+
+	ck_assert_ptr_nonnull(big);
+	t_tcp_pair(fds);
+	fds_before = t_count_fds();
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 4, 4096, &pool), 0);
+	recv_id = amio_recv(r, fds[1], pool, NULL);
+	ck_assert_int_gt(recv_id, 0);
+	for (int k = 0; k < NSEND; k++) {
+		send_id[k] = amio_send(r, fds[1], big, BIG, 0, NULL);
+		ck_assert_int_gt(send_id[k], 0);
+	}
+	/* Under way (a send the socket buffers hold may be done already). */
+	log.count = amio_poller_wait(p, log.n, 1, 20);
+	ck_assert_int_ge(log.count, 0);
+	log.at[0] = t_now_ms();
+	close_id = amio_close(r, fds[1], graceful ? AMIO_CLOSE_GRACEFUL : 0, NULL);
+	ck_assert_int_gt(close_id, 0);
+	late = amio_send(r, fds[1], big, 16, 0, NULL);
+	ck_assert_int_gt(late, 0);
+	d.fd = fds[0];
+	if (graceful)
+		pthread_create(&peer, NULL, drain_peer, &d);
+	collect_until(p, &log, (uint64_t)close_id);
+	ck_assert_int_eq(log.n[log.count - 1].res, 0);
+	ck_assert_uint_eq(log.n[log.count - 1].events, AMIO_CLOSE | AMIO_DONE);
+	ck_assert_int_eq(log.n[find_done(&log, late)].res, -EBADF);
+	ck_assert_int_eq(log.n[find_done(&log, recv_id)].res, -ECANCELED);
+	for (int k = 0; k < NSEND; k++) {
+		int at = find_done(&log, send_id[k]);
+		int32_t res = log.n[at].res;
+
+		ck_assert_uint_eq(log.n[at].events, AMIO_SEND | AMIO_DONE);
+		if (k)
+			ck_assert_int_gt(at, find_done(&log, send_id[k - 1]));
+		if (graceful)
+			ck_assert_int_eq(res, BIG);
+		else
+			ck_assert_msg(res == BIG || res == -ECANCELED, "send %d: %d", k, res);
+	}
+	if (graceful) {
+		pthread_join(peer, NULL);
+		ck_assert_uint_eq(d.got, (uint64_t)BIG * NSEND);
+	} else {
+		drain_peer(&d); /* to EOF or the reset */
+	}
+	ck_assert_int_eq(fcntl(fds[1], F_GETFD), -1); /* closed by amio */
+	ck_assert_int_eq(t_count_fds(), fds_before - 1);
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[0]);
+	free(big);
+}
+END_TEST
+
+/* amio_shutdown after a send: the peer reads the bytes, then EOF; the recv
+ * goes on and gets what the peer sends after. */
+START_TEST(shutdown_half_closes_after_the_queued_sends)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	struct note_log log = {0};
+	int64_t recv_id, send_id, sd_id, close_id;
+	int fds[2];
+	char buf[16];
+	ssize_t n;
+	int64_t end;
+
+	t_tcp_pair(fds);
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 4, 64, &pool), 0);
+	recv_id = amio_recv(r, fds[1], pool, NULL);
+	send_id = amio_send(r, fds[1], "hello", 5, 0, NULL);
+	sd_id = amio_shutdown(r, fds[1], NULL);
+	ck_assert_int_gt(recv_id, 0);
+	ck_assert_int_gt(send_id, 0);
+	ck_assert_int_gt(sd_id, 0);
+	ck_assert_int_eq(amio_shutdown(r, -1, NULL), -EBADF);
+	ck_assert_int_eq(amio_close(r, -1, 0, NULL), -EBADF);
+	ck_assert_int_eq(amio_close(r, fds[1], 2, NULL), -EINVAL);
+	collect_until(p, &log, (uint64_t)sd_id);
+	ck_assert_int_eq(log.n[find_done(&log, send_id)].res, 5);
+	ck_assert_int_eq(log.n[find_done(&log, sd_id)].res, 0);
+	ck_assert_uint_eq(log.n[find_done(&log, sd_id)].events, AMIO_SHUTDOWN | AMIO_DONE);
+	for (end = t_now_ms() + STALL_MS; (n = read(fds[0], buf, sizeof(buf))) < 0;)
+		ck_assert_msg(t_now_ms() < end, "no bytes");
+	ck_assert_int_eq(n, 5);
+	for (end = t_now_ms() + STALL_MS; (n = read(fds[0], buf, sizeof(buf))) < 0;)
+		ck_assert_msg(t_now_ms() < end, "no EOF");
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(write(fds[0], "bye", 3), 3);
+	{
+		amio_notification m = next_note(p, (uint64_t)recv_id);
+
+		ck_assert_uint_eq(m.events, AMIO_RECV);
+		ck_assert_int_eq(m.res, 3);
+		ck_assert_int_eq(memcmp(m.buf, "bye", 3), 0);
+		ck_assert_int_eq(amio_pool_put(pool, m.buf), 0);
+	}
+	close_id = amio_close(r, fds[1], 0, NULL);
+	log.count = 0;
+	collect_until(p, &log, (uint64_t)close_id);
+	ck_assert_int_eq(log.n[find_done(&log, recv_id)].res, -ECANCELED);
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[0]);
+}
+END_TEST
+
+/* ---- Flow control ---------------------------------------------------------------- */
+
+/* A peer that sends requests and never reads the 16 KiB answers: the recv
+ * pauses, so the answers queued stay bounded (the high-water mark, plus the
+ * requests already received when it passed it: at most the pool's buffers
+ * and what the kernel held); once the peer reads, nothing is lost. */
+START_TEST(a_peer_that_never_reads_cannot_make_the_sends_grow)
+{
+	enum { ANSWER = 16384, HIGH = 65536 };
+	static unsigned char answer[ANSWER];
+	struct amio_conn_config cc = {.high_water = HIGH, .low_water = HIGH / 4};
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	int fds[2], outstanding = 0, most = 0, sent = 0, answered = 0;
+	uint64_t written = 0, received = 0;
+	int64_t recv_id, quiet_since = 0, end = t_now_ms() + STALL_MS;
+	bool reading = false;
+
+	t_tcp_pair(fds);
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(
+	    amio_registrar_set_conn(r, &(struct amio_conn_config){.high_water = 1, .low_water = 2}),
+	    -EINVAL);
+	ck_assert_int_eq(amio_registrar_set_conn(NULL, NULL), -EINVAL);
+	ck_assert_int_eq(amio_registrar_set_conn(r, &cc), 0);
+	ck_assert_int_eq(amio_pool_new(r, 4, 64, &pool), 0);
+	recv_id = amio_recv(r, fds[1], pool, NULL);
+	ck_assert_int_gt(recv_id, 0);
+	while (!reading || received < written || answered < sent) {
+		amio_notification n[8];
+		int rc;
+
+		ck_assert_msg(t_now_ms() < end, "stalled: %llu of %llu bytes, %d of %d answers",
+		              (unsigned long long)received, (unsigned long long)written, answered,
+		              sent);
+		/* The peer: requests of 64 bytes while it can write. */
+		if (!reading && written < 64 * 4096) {
+			char req[64] = {0};
+			ssize_t w = write(fds[0], req, sizeof(req));
+
+			if (w > 0)
+				written += (uint64_t)w;
+		}
+		if (reading) {
+			char sink[65536];
+
+			while (read(fds[0], sink, sizeof(sink)) > 0)
+				;
+		}
+		rc = amio_poller_wait(p, n, 8, 1);
+		ck_assert_int_ge(rc, 0);
+		for (int k = 0; k < rc; k++) {
+			if (n[k].id == (uint64_t)recv_id) {
+				ck_assert_uint_eq(n[k].events, AMIO_RECV);
+				received += (uint64_t)n[k].res;
+				ck_assert_int_eq(amio_pool_put(pool, n[k].buf), 0);
+				ck_assert_int_gt(amio_send(r, fds[1], answer, ANSWER, 0, NULL), 0);
+				sent++;
+				outstanding++;
+				quiet_since = 0;
+			} else {
+				ck_assert_uint_eq(n[k].events, AMIO_SEND | AMIO_DONE);
+				ck_assert_int_eq(n[k].res, ANSWER);
+				answered++;
+				outstanding--;
+			}
+		}
+		most = outstanding > most ? outstanding : most;
+		if (!rc && !reading && !quiet_since)
+			quiet_since = t_now_ms();
+		/* Paused, or the peer is done writing: then read it all. */
+		if (!reading &&
+		    ((quiet_since && t_now_ms() - quiet_since > 300) || written >= 64 * 4096))
+			reading = true;
+	}
+	ck_assert_msg(most <= HIGH / ANSWER + 16, "%d answers of %d bytes queued at once", most,
+	              ANSWER);
+	ck_assert_uint_eq(received, written);
+	{
+		int64_t close_id = amio_close(r, fds[1], 0, NULL);
+		struct note_log log = {0};
+
+		collect_until(p, &log, (uint64_t)close_id);
+		ck_assert_int_eq(log.n[find_done(&log, recv_id)].res, -ECANCELED);
+	}
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[0]);
+}
+END_TEST
+
+/* ---- Timeouts --------------------------------------------------------------------- */
+
+struct trickle {
+	int fd, count, gap_ms;
+	int64_t at[64]; /* t_now_ms() before each write */
+};
+
+static void *trickle_fn(void *arg)
+{
+	struct trickle *t = arg;
+
+	for (int i = 0; i < t->count; i++) {
+		t->at[i] = t_now_ms();
+		if (write(t->fd, "x", 1) != 1)
+			break;
+		usleep((useconds_t)t->gap_ms * 1000);
+	}
+	return NULL;
+}
+
+/* idle_ms 100 and a peer that writes a byte every 30 ms, ten times, then
+ * nothing: the recv ends with -ETIME, never before 100 ms after the write of
+ * the last byte it received. */
+START_TEST(an_idle_recv_ends_with_etime_never_early)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	struct trickle t = {.count = 10, .gap_ms = 30};
+	pthread_t w;
+	int fds[2];
+	int64_t id;
+	int got = 0;
+
+	t_tcp_pair(fds);
+	t.fd = fds[0];
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_registrar_set_conn(r, &(struct amio_conn_config){.idle_ms = 100}), 0);
+	ck_assert_int_eq(amio_pool_new(r, 16, 64, &pool), 0);
+	id = amio_recv(r, fds[1], pool, NULL);
+	ck_assert_int_gt(id, 0);
+	pthread_create(&w, NULL, trickle_fn, &t);
+	for (;;) {
+		amio_notification n = next_note(p, (uint64_t)id);
+
+		if (n.events & AMIO_DONE) {
+			int64_t now = t_now_ms();
+
+			ck_assert_int_eq(n.res, -ETIME);
+			ck_assert_int_gt(got, 0);
+			pthread_join(w, NULL);
+			ck_assert_msg(now >= t.at[got - 1] + 100,
+			              "idle DONE %lld ms after the write of byte %d",
+			              (long long)(now - t.at[got - 1]), got);
+			break;
+		}
+		ck_assert_uint_eq(n.events, AMIO_RECV);
+		got += n.res;
+		ck_assert_int_eq(amio_pool_put(pool, n.buf), 0);
+	}
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[0]);
+	close(fds[1]);
+}
+END_TEST
+
+/* send_timeout_ms 100, a peer that never reads: an 8 MiB send ends with
+ * -ETIME no earlier than 100 ms after the call, and the sends behind it on
+ * the fd with it; a send that finishes in time ends with its length. */
+START_TEST(a_send_that_takes_too_long_ends_with_etime_and_the_sends_behind_it)
+{
+	enum { BIG = 8 << 20 };
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	struct note_log log = {0};
+	unsigned char *big = calloc(1, BIG);
+	int fds[2];
+	int64_t quick, slow, behind[3], t0;
+
+	t_tcp_pair(fds);
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(
+	    amio_registrar_set_conn(r, &(struct amio_conn_config){.send_timeout_ms = 100}), 0);
+	quick = amio_send(r, fds[1], "ok", 2, 0, NULL);
+	collect_until(p, &log, (uint64_t)quick);
+	ck_assert_int_eq(log.n[find_done(&log, quick)].res, 2);
+	t0 = t_now_ms();
+	slow = amio_send(r, fds[1], big, BIG, 0, NULL);
+	for (int k = 0; k < 3; k++)
+		behind[k] = amio_send(r, fds[1], big, 1000, 0, NULL);
+	collect_until(p, &log, (uint64_t)behind[2]);
+	{
+		int at = find_done(&log, slow);
+
+		ck_assert_int_eq(log.n[at].res, -ETIME);
+		ck_assert_int_ge(log.at[at] - t0, 100);
+		for (int k = 0; k < 3; k++) {
+			ck_assert_int_eq(log.n[find_done(&log, behind[k])].res, -ETIME);
+			ck_assert_int_gt(find_done(&log, behind[k]), at);
+		}
+	}
+	{
+		int64_t close_id = amio_close(r, fds[1], 0, NULL);
+
+		collect_until(p, &log, (uint64_t)close_id);
+	}
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[0]);
+	free(big);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
 	Suite *s = suite_create("conn");
@@ -390,6 +797,19 @@ static Suite *conn_suite(void)
 	tcase_add_test(tc, a_bounded_wait_for_room_ends_with_eagain_never_early);
 	tcase_add_test(tc, a_call_waiting_for_room_ends_when_the_poller_is_freed);
 	tcase_add_test(tc, on_the_poll_thread_a_full_queue_is_applied_by_the_call);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("close");
+	tcase_set_timeout(tc, 120);
+	tcase_add_loop_test(tc, close_ends_every_operation_on_the_fd_then_closes_it, 0, 2);
+	tcase_add_test(tc, shutdown_half_closes_after_the_queued_sends);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("flow and timeouts");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, a_peer_that_never_reads_cannot_make_the_sends_grow);
+	tcase_add_test(tc, an_idle_recv_ends_with_etime_never_early);
+	tcase_add_test(tc, a_send_that_takes_too_long_ends_with_etime_and_the_sends_behind_it);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("accept");
