@@ -288,14 +288,16 @@ void amio__notify(amio_poller *p, struct amio__entry *e, uint32_t events, int32_
 static bool io_emit(amio_poller *p, struct amio__entry *e, uint32_t events, int32_t res,
                     uint16_t bid)
 {
-	struct amio_pool *pool = p->reg.ios[amio__id_slot(e->id)].pool;
 	struct amio__inote n = {
-	    .n = {.id = e->id, .data = e->data, .events = events | AMIO__IONOTE, .res = res},
-	    .lend = bid == AMIO__NO_BID ? NULL : &pool->lent[bid]};
+	    .n = {.id = e->id, .data = e->data, .events = events | AMIO__IONOTE, .res = res}};
 	amio_registrar *r = e->owner;
 
-	if (n.lend)
+	if (bid != AMIO__NO_BID) { /* a RECV's: only its op has a pool */
+		struct amio_pool *pool = p->reg.ios[amio__id_slot(e->id)].pool;
+
+		n.lend = &pool->lent[bid];
 		n.n.buf = amio__pool_buf(pool, bid);
+	}
 	if (r) {
 		if (!ck_ring_enqueue_spsc_amio_inote(&r->inbox, r->inbox_buf, &n))
 			return false;
@@ -423,7 +425,7 @@ void amio__inbox_drop(amio_registrar *r)
 	/* Its owner freed it and takes nothing more: we are its consumer now.
 	 * Accepted connections nobody will see are closed. */
 	while (ck_ring_dequeue_spsc_amio_inote(&r->inbox, r->inbox_buf, &w))
-		if ((w.n.events & AMIO__IONOTE) && (w.n.events & AMIO_ACCEPT) && w.n.res >= 0)
+		if ((w.n.events & AMIO__IONOTE) && (w.n.events & AMIO_ACCEPT))
 			amio__close_accepted(w.n.res);
 }
 

@@ -227,6 +227,22 @@ static int room_wait(amio_registrar *r, int64_t *until)
 	return rc == -ETIMEDOUT ? -EAGAIN : rc;
 }
 
+/* enter() with room for one command in r's queue, waiting for it as
+ * amio_registrar_set_queue_wait says (room_wait). 0: inside enter/leave;
+ * -errno: outside. */
+static int enter_with_room(amio_registrar *r)
+{
+	int64_t until = 0;
+	int rc;
+
+	while ((rc = enter(r)) == 0 && queue_full(r)) {
+		leave(r);
+		if ((rc = room_wait(r, &until)) < 0)
+			return rc;
+	}
+	return rc;
+}
+
 static void push(amio_registrar *r, struct amio__cmd *c)
 {
 	bool ok = ck_ring_enqueue_spsc_amio_cmd(&r->cmdq, r->cmdq_buf, c);
@@ -251,15 +267,11 @@ static int check_events(uint32_t events)
  * go into its slot first. */
 static int64_t add(amio_registrar *r, unsigned kind, struct amio__cmd *c, const struct amio__io *io)
 {
-	int64_t id, until = 0;
+	int64_t id;
 	int rc;
 
-	while ((rc = enter(r)) == 0 && queue_full(r)) {
-		/* Room first: a refused command must not have taken an id. */
-		leave(r);
-		if ((rc = room_wait(r, &until)) < 0)
-			return rc;
-	}
+	/* Room first: a refused command must not have taken an id. */
+	rc = enter_with_room(r);
 	if (rc < 0)
 		return rc;
 	id = amio__registry_alloc(&r->p->reg, kind);
@@ -287,14 +299,9 @@ int64_t amio__registrar_add_io(amio_registrar *r, struct amio__cmd *c, const str
 
 int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_id)
 {
-	int64_t until = 0;
 	int rc;
 
-	while ((rc = enter(r)) == 0 && queue_full(r)) {
-		leave(r);
-		if ((rc = room_wait(r, &until)) < 0)
-			return rc;
-	}
+	rc = enter_with_room(r);
 	if (rc < 0)
 		return rc;
 	if (live_id && !amio__registry_live(&r->p->reg, live_id, AMIO__KIND_BIT(AMIO__KIND_IO)))
@@ -308,15 +315,10 @@ int amio__registrar_push(amio_registrar *r, struct amio__cmd *c, uint64_t live_i
 int amio__registrar_close(amio_registrar *r, uint64_t id, unsigned kinds)
 {
 	struct amio__cmd c = {.op = AMIO__OP_DEREGISTER, .id = id};
-	int64_t until = 0;
 	int rc;
 
 	/* Room first: a refused deregister leaves the id registered. */
-	while ((rc = enter(r)) == 0 && queue_full(r)) {
-		leave(r);
-		if ((rc = room_wait(r, &until)) < 0)
-			return rc;
-	}
+	rc = enter_with_room(r);
 	if (rc < 0)
 		return rc;
 	rc = amio__registry_close(&r->p->reg, id, kinds);
@@ -342,16 +344,11 @@ int64_t amio_register(amio_registrar *r, int fd, uint32_t events, void *data)
 int amio_reregister(amio_registrar *r, uint64_t id, uint32_t events)
 {
 	struct amio__cmd c = {.op = AMIO__OP_REREGISTER, .id = id, .events = events};
-	int64_t until = 0;
 	int rc = check_events(events);
 
 	if (rc < 0)
 		return rc;
-	while ((rc = enter(r)) == 0 && queue_full(r)) {
-		leave(r);
-		if ((rc = room_wait(r, &until)) < 0)
-			return rc;
-	}
+	rc = enter_with_room(r);
 	if (rc < 0)
 		return rc;
 	if (!amio__registry_live(&r->p->reg, id, AMIO__KIND_BIT(AMIO__KIND_SOCKET)))
