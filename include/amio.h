@@ -20,7 +20,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/uio.h> /* struct iovec: amio_sendv */
+#include <sys/socket.h> /* struct sockaddr, socklen_t: amio_connect */
+#include <sys/uio.h>    /* struct iovec: amio_sendv */
 #include "amio/version.h"
 
 #ifdef __cplusplus
@@ -56,6 +57,9 @@ enum {
 	AMIO_DONE = 1u << 15,     /* the operation's last notification: the id is finished */
 	AMIO_SHUTDOWN = 1u << 16, /* amio_shutdown: res = 0 or -errno (with AMIO_DONE) */
 	AMIO_CLOSE = 1u << 17,    /* amio_close: res = 0 or -errno (with AMIO_DONE) */
+	AMIO_CONNECT = 1u << 18,  /* amio_connect: res = 0 or -errno (with AMIO_DONE) */
+	AMIO_PREAD = 1u << 19,    /* amio_pread: res = bytes read, 0 at EOF, or -errno (DONE) */
+	AMIO_PWRITE = 1u << 20,   /* amio_pwrite: res = bytes written, or -errno (DONE) */
 };
 
 /* Registration options, or-ed into the events argument of amio_register(). */
@@ -340,7 +344,16 @@ AMIO_API void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *
  * *out: owned by the caller, freed with amio_registrar_free().
  * Returns: 0. Errors: -EINVAL (unknown flags), -ENOMEM, -ESHUTDOWN,
  * -errno of io_uring_setup (inbox registrars and old kernels own a small ring).
- * Thread: any thread; afterwards the registrar is used by one thread at a time.
+ * Thread: any thread; afterwards the registrar is used by one thread at a
+ * time. Set-up hand-off: a registrar, its pools, channels, timers and
+ * operations may be made on one thread (main, say) and handed to another
+ * before that thread's first call, the hand-off ordered as any data shared
+ * between threads (pthread_create, a mutex, a release store and acquire
+ * load): the registrar keeps no thread identity (its io_uring ring, if
+ * any, is not SINGLE_ISSUER), and the new thread becomes the consumer of
+ * its pools and the receiver of its channels, with notifications made
+ * before the hand-off waiting in its inbox. Calls from two threads at once
+ * are a data race.
  */
 AMIO_API int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar **out);
 
@@ -885,6 +898,78 @@ AMIO_API int64_t amio_shutdown(amio_registrar *r, int fd, void *data);
  * Thread: r's thread.
  */
 AMIO_API int64_t amio_close(amio_registrar *r, int fd, uint32_t flags, void *data);
+
+/*
+ * Connect a stream socket to addr (IORING_OP_CONNECT on io_uring; on epoll
+ * connect(2) and EPOLLOUT, then SO_ERROR): one AMIO_CONNECT | AMIO_DONE
+ * notification, res = 0 once connected, or -errno: -ECONNREFUSED (nothing
+ * listens), -ETIMEDOUT (the kernel's SYN retries ran out, minutes),
+ * -ENETUNREACH, -ECANCELED (amio_cancel, amio_close of fd), -ETIME
+ * (amio_set_deadline: the way to bound it; then close the socket, its
+ * state is the kernel's half-made connect). Then start the socket's recv
+ * and sends (before DONE they would race the connect).
+ * fd: a stream socket, O_NONBLOCK (checked: the epoll backend calls
+ * connect(2) on the poll thread, which must not block). addr: addrlen
+ * bytes, copied at the call (at most sizeof(struct sockaddr_storage)).
+ * Returns: the id (> 0). Errors, at the call: -EBADF (fd < 0 or not
+ * open), -EINVAL (r or addr NULL, addrlen 0 or too large, fd blocking),
+ * -ENOTSOCK, -EAGAIN (queue full), -ENOSPC, -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_connect(amio_registrar *r, int fd, const struct sockaddr *addr,
+                              socklen_t addrlen, void *data);
+
+/*
+ * Read up to len bytes of a file at byte offset into buf (pread(2)): one
+ * AMIO_PREAD | AMIO_DONE notification, res = the bytes read (fewer than len
+ * only at the end of the file; 0 at or past it), or -errno (-EBADF: not
+ * open for reading, -EIO, -ECANCELED, -ETIME). On io_uring
+ * IORING_OP_READ: buffered reads of cached pages complete inline, the rest
+ * in the kernel's io-wq workers. On epoll, where regular files are not
+ * pollable, a pool of AMIO_FILE_THREADS threads (started at the first
+ * file operation of the poller, ended by amio_poller_free) makes the
+ * pread(2): each operation costs a hand-off to a thread and back (about
+ * two context switches and an eventfd write, a few µs), and at most
+ * AMIO_FILE_THREADS run at once; the rest wait in order.
+ * A cancel or deadline ends an operation not yet begun at once
+ * (-ECANCELED, -ETIME); one already running may run to its end (a file
+ * thread's always does; io_uring's IORING_OP_ASYNC_CANCEL answers
+ * -EALREADY for a request an io-wq worker runs), and its DONE then carries
+ * what it did: a cancelled write may have written.
+ * fd: a regular file or block device (checked with fstat(2) at the call,
+ * so both backends answer alike: -ESPIPE for a pipe, socket or FIFO,
+ * -EISDIR for a directory; use amio_recv for streams). len: 1 ..
+ * 2^31 - 1 bytes. offset: 0 .. INT64_MAX.
+ * Ownership: buf is the kernel's until DONE: keep it allocated, do not
+ * touch it.
+ * Returns: the id (> 0). Errors, at the call: -EBADF (fd < 0 or not
+ * open), -EINVAL (r or buf NULL, len 0 or too large, offset too large),
+ * -ESPIPE, -EISDIR, -EINVAL (another file type), -EAGAIN, -ENOSPC,
+ * -ESHUTDOWN.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_pread(amio_registrar *r, int fd, void *buf, size_t len, uint64_t offset,
+                            void *data);
+
+/*
+ * Write len bytes from buf to a file at byte offset (pwrite(2); an fd
+ * opened with O_APPEND appends whatever the offset, as pwrite(2) does on
+ * Linux): one AMIO_PWRITE | AMIO_DONE notification, res = the bytes
+ * written (fewer than len only when the disk or RLIMIT_FSIZE runs out:
+ * write the rest again to get its error), or -errno (-EBADF: not open for
+ * writing, -ENOSPC, -EFBIG, -EIO, -ECANCELED, -ETIME). How it is carried
+ * out, what it costs on each backend, and what a cancel does: as
+ * amio_pread. A DONE says the bytes reached the page cache, not the disk
+ * (fsync(2) for that).
+ * Ownership: buf is borrowed until DONE: keep it unchanged and allocated.
+ * Returns and errors: as amio_pread.
+ * Thread: r's thread.
+ */
+AMIO_API int64_t amio_pwrite(amio_registrar *r, int fd, const void *buf, size_t len,
+                             uint64_t offset, void *data);
+
+/* Threads of the epoll backend's file pool (amio_pread, amio_pwrite). */
+#define AMIO_FILE_THREADS 4u
 
 /* ---- Queries ---------------------------------------------------------- */
 

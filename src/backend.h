@@ -65,6 +65,7 @@ struct amio__epoll {
 	uint32_t heap_n;
 	size_t slots_len, heap_len;
 	uint32_t work_head, work_tail; /* operations' work list, by slot */
+	struct amio__ep_files *files;  /* file reads and writes (backend_epoll_file.c), or NULL */
 };
 
 struct amio__backend_ops;

@@ -119,6 +119,7 @@ static void ep_destroy(amio_poller *p)
 {
 	struct amio__epoll *ep = &p->be.ep;
 
+	amio__ep_files_destroy(p); /* its threads write to the bell */
 	if (ep->slots) {
 		uint64_t top = ck_pr_load_64(&p->reg.fresh);
 

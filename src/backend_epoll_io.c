@@ -14,6 +14,9 @@
  * - send: tried at once when armed (most sends go out right away: no
  *   registration at all); only a full socket buffer (EAGAIN) waits for
  *   EPOLLOUT, one-shot.
+ * - connect: connect(2) at once; EINPROGRESS waits for EPOLLOUT, one-shot,
+ *   and SO_ERROR says how it went, as io_uring's connect does itself.
+ * - pread, pwrite: handed to the file threads (backend_epoll_file.c).
  */
 #include <errno.h>
 #include <sys/socket.h>
@@ -101,13 +104,43 @@ static ssize_t send_now(struct amio__io *io, int fd)
 	return n < 0 ? -errno : n;
 }
 
+/* connect(2) now: 0 if it waits for EPOLLOUT, else its result as imm. */
+static int connect_now(amio_poller *p, struct amio__entry *e, uint32_t slot)
+{
+	struct amio__io *io = &p->reg.ios[slot];
+	struct amio__epoll_slot *st = &p->be.ep.slots[slot];
+	int rc = connect(e->fd, (struct sockaddr *)&io->addr, io->addrlen);
+
+	/* EINTR: the connect goes on in the background, as EINPROGRESS. */
+	if (rc < 0 && (errno == EINPROGRESS || errno == EINTR))
+		return watch(p, e, slot, EPOLLOUT | EPOLLONESHOT);
+	st->imm = true;
+	st->imm_res = rc < 0 ? -errno : 0;
+	work_push(&p->be.ep, slot);
+	return 0;
+}
+
+static int32_t connect_result(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -errno;
+	return -err;
+}
+
 int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
 	struct amio__io *io = &p->reg.ios[slot];
 	struct amio__epoll_slot *st = &p->be.ep.slots[slot];
 	int rc = 0;
 
-	if (io->type == AMIO__IO_SHUTDOWN || io->type == AMIO__IO_CLOSE) {
+	if (io->type == AMIO__IO_CONNECT) {
+		rc = connect_now(p, e, slot);
+	} else if (io->type == AMIO__IO_PREAD || io->type == AMIO__IO_PWRITE) {
+		rc = amio__ep_file_submit(p, e, slot);
+	} else if (io->type == AMIO__IO_SHUTDOWN || io->type == AMIO__IO_CLOSE) {
 		/* One call, now, as io_uring makes it at submit. */
 		int r = io->type == AMIO__IO_CLOSE ? close(e->fd) : shutdown(e->fd, SHUT_WR);
 
@@ -159,6 +192,10 @@ int amio__ep_cancel_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	/* A send that went out at arm time: its result is the final one. */
 	if (ep->slots[slot].imm)
 		return 0;
+	if (p->reg.ios[slot].type == AMIO__IO_PREAD || p->reg.ios[slot].type == AMIO__IO_PWRITE) {
+		if (!amio__ep_file_cancel(p, slot))
+			return 0; /* a thread makes the call: its result is the final one */
+	}
 	work_unlink(ep, slot);
 	unwatch(p, slot);
 	ep->slots[slot].live = false;
@@ -264,6 +301,11 @@ unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, struct amio__completio
 
 	if (!p->be.ep.slots[slot].live || p->be.ep.slots[slot].queued)
 		return 0; /* over, or already on the work list */
+	if (io->type == AMIO__IO_CONNECT) {
+		p->be.ep.slots[slot].live = false;
+		out[0] = rec(slot, e->armgen, connect_result(e->fd), false, AMIO__NO_BID);
+		return 1;
+	}
 	if (io->type != AMIO__IO_SEND)
 		return follow(p, slot, out, max);
 	/* EPOLLOUT (one-shot): the socket has room now. */
@@ -284,7 +326,7 @@ unsigned amio__ep_io_work(amio_poller *p, struct amio__completion *out, unsigned
 {
 	struct amio__epoll *ep = &p->be.ep;
 	uint32_t last = ep->work_tail;
-	unsigned n = 0;
+	unsigned n = amio__ep_file_reap(p, out, max);
 
 	/* One pass over what is queued now; follow() may queue again. */
 	while (ep->work_head && n < max) {
@@ -311,5 +353,5 @@ void amio__ep_io_release(amio_poller *p, uint32_t slot)
 
 bool amio__ep_io_pending(amio_poller *p)
 {
-	return p->be.ep.work_head != 0;
+	return p->be.ep.work_head != 0 || amio__ep_file_pending(p);
 }

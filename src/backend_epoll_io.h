@@ -18,4 +18,12 @@ bool amio__ep_io_pending(amio_poller *p);
 /* The slot is released: off the work list. */
 void amio__ep_io_release(amio_poller *p, uint32_t slot);
 
+/* backend_epoll_file.c: pread and pwrite on a pool of threads. Submit: 0 or
+ * -errno; cancel: 1 (gone now) or 0 (running: its result comes). */
+int amio__ep_file_submit(amio_poller *p, struct amio__entry *e, uint32_t slot);
+int amio__ep_file_cancel(amio_poller *p, uint32_t slot);
+unsigned amio__ep_file_reap(amio_poller *p, struct amio__completion *out, unsigned max);
+bool amio__ep_file_pending(amio_poller *p);
+void amio__ep_files_destroy(amio_poller *p);
+
 #endif

@@ -334,6 +334,15 @@ static void prep_io(amio_poller *p, struct io_uring_sqe *sqe, struct amio__entry
 	case AMIO__IO_CLOSE: /* IORING_OP_CLOSE, 5.6 */
 		io_uring_prep_close(sqe, e->fd);
 		break;
+	case AMIO__IO_CONNECT: /* IORING_OP_CONNECT, 5.5: polls an EINPROGRESS itself */
+		io_uring_prep_connect(sqe, e->fd, (struct sockaddr *)&io->addr, io->addrlen);
+		break;
+	case AMIO__IO_PREAD: /* IORING_OP_READ, 5.6 */
+		io_uring_prep_read(sqe, e->fd, v->iov_base, (unsigned)v->iov_len, io->offset);
+		break;
+	case AMIO__IO_PWRITE:
+		io_uring_prep_write(sqe, e->fd, v->iov_base, (unsigned)v->iov_len, io->offset);
+		break;
 	default:
 		if (io->niov - io->first == 1) {
 			if (zc)

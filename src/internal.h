@@ -235,7 +235,10 @@ enum amio__io_type {
 	AMIO__IO_RECV,
 	AMIO__IO_SEND,
 	AMIO__IO_SHUTDOWN,
-	AMIO__IO_CLOSE
+	AMIO__IO_CLOSE,
+	AMIO__IO_CONNECT,
+	AMIO__IO_PREAD, /* a file read at offset: iov[0], offset */
+	AMIO__IO_PWRITE
 };
 extern const uint32_t amio__io_event[]; /* AMIO_ACCEPT ... by type */
 #define AMIO__ACCEPT_HOLD  64 /* accepted fds held inline while the consumer has no room */
@@ -278,9 +281,14 @@ struct amio__io {
 	uint32_t flags; /* AMIO_SEND_ZC */
 	struct amio_pool *pool;
 	struct amio_registrar *starter;
-	uint64_t total; /* send: bytes */
-	uint32_t niov;  /* send: iovecs in iov[] */
-	struct iovec iov[AMIO_SENDV_MAX];
+	uint64_t total;  /* send, pread, pwrite: bytes */
+	uint64_t offset; /* pread, pwrite: where in the file */
+	uint32_t niov;   /* send: iovecs in iov[]; pread, pwrite: 1 */
+	socklen_t addrlen;
+	union {
+		struct iovec iov[AMIO_SENDV_MAX];
+		struct sockaddr_storage addr; /* connect: addrlen bytes */
+	};
 	/* Poll thread. */
 	uint32_t state;   /* AMIO__IO_* */
 	uint32_t first;   /* send: iov[first] is the next piece (advanced in place) */

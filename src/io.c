@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -125,6 +126,70 @@ int64_t amio_close(amio_registrar *r, int fd, uint32_t flags, void *data)
 	if (flags & ~(uint32_t)AMIO_CLOSE_GRACEFUL)
 		return -EINVAL;
 	return start(r, fd, data, &io);
+}
+
+int64_t amio_connect(amio_registrar *r, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                     void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_CONNECT, .addrlen = addrlen};
+	int type = 0, fl;
+	socklen_t len = sizeof(type);
+
+	if (fd < 0)
+		return -EBADF;
+	if (!r || !addr || addrlen == 0 || addrlen > sizeof(io.addr))
+		return -EINVAL;
+	if ((fl = fcntl(fd, F_GETFL)) < 0)
+		return -errno;
+	/* The epoll backend calls connect(2) on the poll thread. */
+	if (!(fl & O_NONBLOCK))
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return -errno;
+	memcpy(&io.addr, addr, addrlen);
+	return start(r, fd, data, &io);
+}
+
+/* pread(2)'s files only, so that both backends answer alike: io_uring
+ * would read a pipe at its position where pread(2) says -ESPIPE. */
+static int file_io(amio_registrar *r, int fd, struct amio__io *io, size_t len, uint64_t offset)
+{
+	struct stat st;
+
+	if (fd < 0)
+		return -EBADF;
+	if (!r || !io->iov[0].iov_base || len == 0 || len > INT32_MAX || offset > INT64_MAX)
+		return -EINVAL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+		return -ESPIPE;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return -EINVAL;
+	io->niov = 1;
+	io->iov[0].iov_len = len;
+	io->total = len;
+	io->offset = offset;
+	return 0;
+}
+
+int64_t amio_pread(amio_registrar *r, int fd, void *buf, size_t len, uint64_t offset, void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_PREAD, .iov = {{buf, 0}}};
+	int rc = file_io(r, fd, &io, len, offset);
+
+	return rc < 0 ? rc : start(r, fd, data, &io);
+}
+
+int64_t amio_pwrite(amio_registrar *r, int fd, const void *buf, size_t len, uint64_t offset,
+                    void *data)
+{
+	struct amio__io io = {.type = AMIO__IO_PWRITE, .iov = {{(void *)buf, 0}}};
+	int rc = file_io(r, fd, &io, len, offset);
+
+	return rc < 0 ? rc : start(r, fd, data, &io);
 }
 
 int amio_cancel(amio_registrar *r, uint64_t id)

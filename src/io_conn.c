@@ -111,7 +111,7 @@ int amio__conn_start(amio_poller *p, uint32_t slot, int fd)
 	case AMIO__IO_SHUTDOWN:
 		amio__fd_queue(p, slot, fd);
 		break;
-	default: /* recv, accept */
+	default: /* recv, accept, connect, pread, pwrite: ended by a close */
 		amio__fd_link(p, slot, fd);
 		if (io->type == AMIO__IO_RECV && io->idle_ms)
 			start_timer(p, slot, io->idle_ms);

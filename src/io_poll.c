@@ -17,11 +17,11 @@ static struct amio__io *io_of(amio_poller *p, uint32_t slot)
 
 /* ---- The end: one DONE ------------------------------------------------------- */
 
-const uint32_t amio__io_event[] = {[AMIO__IO_ACCEPT] = AMIO_ACCEPT,
-                                   [AMIO__IO_RECV] = AMIO_RECV,
-                                   [AMIO__IO_SEND] = AMIO_SEND,
-                                   [AMIO__IO_SHUTDOWN] = AMIO_SHUTDOWN,
-                                   [AMIO__IO_CLOSE] = AMIO_CLOSE};
+const uint32_t amio__io_event[] = {
+    [AMIO__IO_ACCEPT] = AMIO_ACCEPT, [AMIO__IO_RECV] = AMIO_RECV,
+    [AMIO__IO_SEND] = AMIO_SEND,     [AMIO__IO_SHUTDOWN] = AMIO_SHUTDOWN,
+    [AMIO__IO_CLOSE] = AMIO_CLOSE,   [AMIO__IO_CONNECT] = AMIO_CONNECT,
+    [AMIO__IO_PREAD] = AMIO_PREAD,   [AMIO__IO_PWRITE] = AMIO_PWRITE};
 
 /* Off its fd's queue or list; what the fd does next (io_conn.c). */
 static void leave_fd(amio_poller *p, struct amio__io *io, uint32_t slot, int fd, bool *head)
@@ -433,9 +433,15 @@ void amio__on_io(amio_poller *p, const struct amio__completion *c)
 	case AMIO__IO_SEND:
 		on_send(p, e, c->slot, c);
 		break;
-	default: /* shutdown, close: one result */
-		if (!(io->state & AMIO__IO_ENDED))
-			end(p, e, c->slot, c->res);
+	default: /* shutdown, close, connect, pread, pwrite: one result */
+		if (io->state & AMIO__IO_ENDED)
+			break;
+		/* Ours (a cancel, a deadline, a close of the fd): why we asked.
+		 * A result that came first stands: what the kernel did. */
+		end(p, e, c->slot,
+		    (c->res == -ECANCELED || c->res == -EINTR) && (io->state & AMIO__IO_ENDING)
+		        ? io->end_res
+		        : c->res);
 		break;
 	}
 }

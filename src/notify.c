@@ -383,11 +383,8 @@ bool amio__io_flush(amio_poller *p, struct amio__entry *e)
 		io->held_n--;
 	}
 	if (io->done_held) {
-		uint32_t type = io->type == AMIO__IO_ACCEPT ? AMIO_ACCEPT
-		                : io->type == AMIO__IO_RECV ? AMIO_RECV
-		                                            : AMIO_SEND;
-
-		if (!io_emit(p, e, type | AMIO_DONE, io->done_res, AMIO__NO_BID))
+		if (!io_emit(p, e, amio__io_event[io->type] | AMIO_DONE, io->done_res,
+		             AMIO__NO_BID))
 			return false;
 		io->done_held = false;
 	}

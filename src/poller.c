@@ -507,6 +507,18 @@ static int poll_loop(amio_poller *p, int timeout_ms)
 				return (int)p->out_n;
 			continue;
 		}
+		if (p->pending_head) {
+			/* Work this iteration queued for the next (a close asking
+			 * its fd's recvs to end): nothing would wake us for it.
+			 * Submit first, so a retry that wants an SQE finds one. */
+			rc = amio__backend_enter(p, false, 0);
+			if (rc < 0 && enter_failed(p, rc, &failed_row))
+				return end_on_error(p, rc);
+			reap(p);
+			if (amio__filter_out(p))
+				return (int)p->out_n;
+			continue;
+		}
 		if (spin_for_work(p, left) || !sleep_ok(p))
 			continue;
 		rc = amio__backend_enter(p, true, left);

@@ -8,6 +8,8 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -780,6 +782,267 @@ START_TEST(a_send_that_takes_too_long_ends_with_etime_and_the_sends_behind_it)
 }
 END_TEST
 
+/* ---- amio_connect ------------------------------------------------------------- */
+
+static int nb_socket(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	return fd;
+}
+
+static struct sockaddr_in loopback(uint16_t port)
+{
+	return (struct sockaddr_in){.sin_family = AF_INET,
+	                            .sin_port = htons(port),
+	                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+}
+
+/* The calls refused at the call, each leaving the registrar usable; then a
+ * connect that succeeds (DONE res 0) and carries bytes both ways; then one
+ * to a port nobody listens on (-ECONNREFUSED). */
+START_TEST(connect_says_connected_or_refused)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n;
+	uint16_t port;
+	int lfd = t_listen(&port), fd = nb_socket(), blocking, pipefd[2], sfd = -1, closed;
+	struct sockaddr_in a = loopback(port);
+	char buf[8];
+	int64_t id;
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	blocking = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(pipe2(pipefd, O_NONBLOCK | O_CLOEXEC), 0);
+	ck_assert_int_eq(amio_connect(r, -1, (struct sockaddr *)&a, sizeof(a), NULL), -EBADF);
+	ck_assert_int_eq(amio_connect(NULL, fd, (struct sockaddr *)&a, sizeof(a), NULL), -EINVAL);
+	ck_assert_int_eq(amio_connect(r, fd, NULL, sizeof(a), NULL), -EINVAL);
+	ck_assert_int_eq(amio_connect(r, fd, (struct sockaddr *)&a, 0, NULL), -EINVAL);
+	ck_assert_int_eq(amio_connect(r, fd, (struct sockaddr *)&a, 4096, NULL), -EINVAL);
+	ck_assert_int_eq(amio_connect(r, blocking, (struct sockaddr *)&a, sizeof(a), NULL),
+	                 -EINVAL);
+	ck_assert_int_eq(amio_connect(r, pipefd[0], (struct sockaddr *)&a, sizeof(a), NULL),
+	                 -ENOTSOCK);
+	closed = dup(blocking);
+	close(closed);
+	ck_assert_int_eq(amio_connect(r, closed, (struct sockaddr *)&a, sizeof(a), NULL), -EBADF);
+
+	id = amio_connect(r, fd, (struct sockaddr *)&a, sizeof(a), (void *)7);
+	ck_assert_int_gt(id, 0);
+	n = next_note(p, (uint64_t)id);
+	ck_assert_uint_eq(n.events, AMIO_CONNECT | AMIO_DONE);
+	ck_assert_int_eq(n.res, 0);
+	ck_assert_ptr_eq(n.data, (void *)7);
+	for (int64_t end = t_now_ms() + STALL_MS; sfd < 0; usleep(1000)) {
+		sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		ck_assert_msg(sfd >= 0 || (errno == EAGAIN && t_now_ms() < end), "no connection");
+	}
+	ck_assert_int_eq(write(sfd, "hi", 2), 2);
+	id = amio_send(r, fd, "yo", 2, 0, NULL);
+	ck_assert_int_gt(id, 0);
+	ck_assert_int_eq(next_note(p, (uint64_t)id).res, 2);
+	ck_assert_int_eq(read(sfd, buf, sizeof(buf)), 2);
+	ck_assert_int_eq(memcmp(buf, "yo", 2), 0);
+	close(sfd);
+	close(fd);
+
+	close(lfd); /* nobody listens on port now */
+	fd = nb_socket();
+	id = amio_connect(r, fd, (struct sockaddr *)&a, sizeof(a), NULL);
+	ck_assert_int_gt(id, 0);
+	n = next_note(p, (uint64_t)id);
+	ck_assert_uint_eq(n.events, AMIO_CONNECT | AMIO_DONE);
+	ck_assert_int_eq(n.res, -ECONNREFUSED);
+	close(fd);
+	close(blocking);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+}
+END_TEST
+
+/* A listener whose accept queue is full drops SYNs (tcp_conn_request:
+ * sk_acceptq_is_full), so a connect to it hangs: the way to a connect
+ * that only a deadline, a cancel or a close ends. _i 0: a deadline of
+ * 200 ms (-ETIME, never early); 1: amio_cancel (-ECANCELED); 2: amio_close
+ * of the socket (the connect's DONE, then the close's). */
+START_TEST(a_hanging_connect_ends_by_deadline_cancel_or_close)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	struct note_log log = {0};
+	uint16_t port;
+	int lfd = t_listen(&port), fill[4], fd = nb_socket(), fds_before;
+	struct sockaddr_in a = loopback(port);
+	int64_t id, t0, close_id = 0;
+
+	ck_assert_int_eq(listen(lfd, 0), 0); /* one connection fills the queue */
+	for (int i = 0; i < 4; i++) {
+		fill[i] = nb_socket();
+		(void)connect(fill[i], (struct sockaddr *)&a, sizeof(a));
+	}
+	usleep(50000);
+	fds_before = t_count_fds();
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	t0 = t_now_ms();
+	id = amio_connect(r, fd, (struct sockaddr *)&a, sizeof(a), NULL);
+	ck_assert_int_gt(id, 0);
+	if (_i == 0)
+		ck_assert_int_eq(amio_set_deadline(r, (uint64_t)id, 200), 0);
+	else
+		usleep(100000);
+	if (_i == 1)
+		ck_assert_int_eq(amio_cancel(r, (uint64_t)id), 0);
+	if (_i == 2)
+		ck_assert_int_gt(close_id = amio_close(r, fd, 0, NULL), 0);
+	collect_until(p, &log, (uint64_t)(close_id ? close_id : id));
+	ck_assert_uint_eq(log.n[find_done(&log, id)].events, AMIO_CONNECT | AMIO_DONE);
+	ck_assert_int_eq(log.n[find_done(&log, id)].res, _i == 0 ? -ETIME : -ECANCELED);
+	if (_i == 0)
+		ck_assert_int_ge(log.at[find_done(&log, id)] - t0, 200);
+	if (_i == 2) {
+		ck_assert_int_lt(find_done(&log, id), find_done(&log, close_id));
+		ck_assert_int_eq(log.n[find_done(&log, close_id)].res, 0);
+		ck_assert_int_eq(fcntl(fd, F_GETFD), -1); /* closed by amio */
+	} else {
+		close(fd);
+	}
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	ck_assert_int_le(t_count_fds(), fds_before - 1);
+	for (int i = 0; i < 4; i++)
+		close(fill[i]);
+	close(lfd);
+}
+END_TEST
+
+/* A close of an fd with a recv on it finishes by itself: no other event
+ * needed. Each wait runs STALL_MS without limit of its own, so a wait that
+ * returns nothing is a close stranded until something else happens (the
+ * recv's cancel was queued for the next loop iteration, and the poll
+ * thread slept: found by the hand-off test). _i 0: Amy mode; 1: inbox. */
+START_TEST(a_close_finishes_without_another_event)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	amio_notification n[8];
+	pthread_t poll;
+	int fds[2], dones = 0;
+	int64_t recv_id, close_id;
+
+	if (_i)
+		pthread_create(&poll, NULL, t_run_poller, p);
+	t_tcp_pair(fds);
+	ck_assert_int_eq(amio_registrar_new(p, _i ? AMIO_INBOX : 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 4, 64, &pool), 0);
+	ck_assert_int_gt(recv_id = amio_recv(r, fds[1], pool, NULL), 0);
+	if (!_i)
+		ck_assert_int_eq(amio_poller_wait(p, n, 8, 50), 0); /* armed, then asleep */
+	else
+		usleep(50000);
+	ck_assert_int_gt(close_id = amio_close(r, fds[1], 0, NULL), 0);
+	while (dones < 2) {
+		int got = _i ? amio_registrar_wait(r, n, 8, STALL_MS)
+		             : amio_poller_wait(p, n, 8, STALL_MS);
+
+		ck_assert_msg(got > 0, "the close did not finish by itself (%d)", got);
+		for (int k = 0; k < got; k++) {
+			ck_assert(n[k].events & AMIO_DONE);
+			ck_assert(n[k].id == (uint64_t)recv_id || n[k].id == (uint64_t)close_id);
+			dones++;
+		}
+	}
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	if (_i)
+		t_stop_poller(p, poll);
+	amio_poller_free(p);
+	close(fds[0]);
+}
+END_TEST
+
+/* ---- Set-up hand-off ---------------------------------------------------------- */
+
+struct handoff {
+	amio_registrar *r;
+	amio_pool *pool;
+	amio_channel *ch;
+	int64_t recv_id, timer_id;
+	int peer;
+	int ok; /* what the worker saw, checked by the main thread */
+};
+
+/* The worker's first call on a registrar main set up: the timer fired and
+ * the bytes sent before the hand-off are in its inbox; it puts the buffers,
+ * reads the channel, closes the connection, frees the pool and the
+ * registrar. */
+static void *handoff_worker(void *arg)
+{
+	struct handoff *h = arg;
+	amio_notification n[8];
+	int64_t end = t_now_ms() + STALL_MS;
+	int timer = 0, bytes = 0, msg = 0, recv_done = 0, v;
+
+	while (!(timer && bytes == 5 && msg && recv_done) && t_now_ms() < end) {
+		int got = amio_registrar_wait(h->r, n, 8, 10);
+
+		for (int k = 0; k < got; k++) {
+			if (n[k].id == (uint64_t)h->timer_id)
+				timer = 1;
+			if (n[k].id == amio_channel_id(h->ch))
+				while (amio_channel_try_recv(h->ch, &v) == 0)
+					msg += v == 42;
+			if (n[k].id != (uint64_t)h->recv_id)
+				continue;
+			if (n[k].events & AMIO_DONE) {
+				recv_done = 1;
+				continue;
+			}
+			bytes += n[k].res;
+			if (amio_pool_put(h->pool, n[k].buf) != 0)
+				return NULL;
+			if (bytes == 5 && amio_close(h->r, h->peer, 0, NULL) < 0)
+				return NULL;
+		}
+	}
+	if (amio_pool_free(h->pool) == 0 && timer && bytes == 5 && msg == 1 && recv_done)
+		h->ok = 1;
+	amio_channel_free(h->ch);
+	amio_registrar_free(h->r);
+	return NULL;
+}
+
+START_TEST(a_registrar_set_up_on_main_is_handed_to_a_worker)
+{
+	amio_poller *p = t_poller(NULL);
+	struct handoff h = {0};
+	pthread_t poll, worker;
+	int fds[2], v = 42;
+
+	pthread_create(&poll, NULL, t_run_poller, p);
+	t_tcp_pair(fds);
+	h.peer = fds[1];
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &h.r), 0);
+	ck_assert_int_eq(amio_pool_new(h.r, 4, 64, &h.pool), 0);
+	ck_assert_int_eq(amio_channel_new(h.r, 4, sizeof(int), NULL, &h.ch), 0);
+	ck_assert_int_gt(h.recv_id = amio_recv(h.r, fds[1], h.pool, NULL), 0);
+	ck_assert_int_gt(h.timer_id = amio_set_timeout(h.r, 1, NULL), 0);
+	ck_assert_int_eq(amio_channel_send(h.ch, &v), 0);
+	t_write_str(fds[0], "hello");
+	usleep(50000); /* the notifications wait in the inbox, made before the hand-off */
+	pthread_create(&worker, NULL, handoff_worker, &h);
+	pthread_join(worker, NULL);
+	ck_assert_int_eq(h.ok, 1);
+	close(fds[0]);
+	t_stop_poller(p, poll);
+	amio_poller_free(p);
+}
+END_TEST
+
 static Suite *conn_suite(void)
 {
 	Suite *s = suite_create("conn");
@@ -803,6 +1066,7 @@ static Suite *conn_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, close_ends_every_operation_on_the_fd_then_closes_it, 0, 2);
 	tcase_add_test(tc, shutdown_half_closes_after_the_queued_sends);
+	tcase_add_loop_test(tc, a_close_finishes_without_another_event, 0, 2);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("flow and timeouts");
@@ -810,6 +1074,17 @@ static Suite *conn_suite(void)
 	tcase_add_test(tc, a_peer_that_never_reads_cannot_make_the_sends_grow);
 	tcase_add_test(tc, an_idle_recv_ends_with_etime_never_early);
 	tcase_add_test(tc, a_send_that_takes_too_long_ends_with_etime_and_the_sends_behind_it);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("handoff");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, a_registrar_set_up_on_main_is_handed_to_a_worker);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("connect");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, connect_says_connected_or_refused);
+	tcase_add_loop_test(tc, a_hanging_connect_ends_by_deadline_cancel_or_close, 0, 3);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("accept");
