@@ -203,6 +203,7 @@ struct amio_poller_stats {
 	                              consumer with no room failed to allocate */
 	uint64_t accept_backoffs;  /* accepts paused after -EMFILE, -ENFILE, -ENOMEM or
 	                              -ENOBUFS (they listen again after a back-off) */
+	uint64_t wakeups_failed;   /* wakeup sends that failed and were tried again */
 };
 
 /* ---- Poller ----------------------------------------------------------- */

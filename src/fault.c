@@ -40,6 +40,12 @@ int amio__fault(enum amio__fault_site site)
 	if (every == 0)
 		return 0;
 	ck_pr_fence_load();
+	if (site == AMIO__FAULT_WAKE) { /* any thread: an RMW */
+		if ((ck_pr_faa_64(&s->calls, 1) + 1) % every != 0)
+			return 0;
+		ck_pr_faa_64(&s->hits, 1);
+		return -ck_pr_load_int(&s->err);
+	}
 	/* Only the poll thread counts: plain load + store, no RMW. */
 	ck_pr_store_64(&s->calls, ck_pr_load_64(&s->calls) + 1);
 	hits = ck_pr_load_64(&s->hits);

@@ -16,6 +16,9 @@ enum amio__fault_site {
 	/* IORING_SQ_TASKRUN reads as set: the kernel can leave it set over an
 	 * empty work list (a queueing racing with a run) until more work comes */
 	AMIO__FAULT_TASKRUN,
+	/* A wakeup of the poller (MSG_RING, eventfd write) fails with err:
+	 * called from any thread */
+	AMIO__FAULT_WAKE,
 	AMIO__FAULT_SITES
 };
 
@@ -31,8 +34,8 @@ enum amio__fault_site {
 AMIO_API void amio__fault_set(enum amio__fault_site site, int err, uint32_t every);
 /* Faults injected at site since it was last set. Thread: any. */
 AMIO_API uint64_t amio__fault_count(enum amio__fault_site site);
-/* Poll thread: 0, or the -errno this call must fail with (SQE, TASKRUN:
- * -EBUSY, meaning "fault"). */
+/* Poll thread (WAKE: any thread): 0, or the -errno this call must fail
+ * with (SQE, TASKRUN: -EBUSY, meaning "fault"). */
 int amio__fault(enum amio__fault_site site);
 #else
 static inline int amio__fault(enum amio__fault_site site)

@@ -613,7 +613,8 @@ struct amio_poller {
 	uint8_t *stash_lend[64]; /* the lent byte of stash[i]'s buffer, or NULL */
 
 	struct amio_poller_stats stats CK_CC_CACHELINE;
-	uint64_t wakeups_sent; /* ck_pr_faa by registrars: its own line, rarely written */
+	uint64_t wakeups_sent;   /* ck_pr_faa by registrars: its own line, rarely written */
+	uint64_t wakeups_failed; /* ck_pr_faa: wakeup sends that failed (tried again) */
 };
 
 /* ---- The backend, through its ops table (backend.h) --------------------- */

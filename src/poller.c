@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "fault.h"
 
 static uint32_t round_pow2(uint32_t v)
 {
@@ -229,6 +230,7 @@ void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
 	out->cqes = ck_pr_load_64(&q->stats.cqes);
 	out->notifications = ck_pr_load_64(&q->stats.notifications);
 	out->wakeups_sent = ck_pr_load_64(&q->wakeups_sent);
+	out->wakeups_failed = ck_pr_load_64(&q->wakeups_failed);
 	out->wakeups_received = ck_pr_load_64(&q->stats.wakeups_received);
 	out->commands = ck_pr_load_64(&q->stats.commands);
 	out->rearms = ck_pr_load_64(&q->stats.rearms);
@@ -246,6 +248,34 @@ void amio_poller_stats(const amio_poller *p, struct amio_poller_stats *out)
 __thread amio_poller *amio__tls_poller;
 __thread uint64_t amio__tls_serial; /* p->serial: a later poller at p's address is another */
 
+/* Send the wakeup the CAS to NOTIFIED promised. Nobody else will: every
+ * other kicker sees NOTIFIED. A send that fails (MSG_RING can: -ENOMEM
+ * for the kernel's request, -EBUSY with the sender's small ring full) is
+ * tried again; dropping it would leave the poll thread asleep with our
+ * command queued until its timeout or an unrelated event. At shutdown it
+ * gives up (state stays NOTIFIED: nobody sleeps any more); after 1,000
+ * tries SLEEPING is put back, so the next kicker tries in turn. Counted
+ * in wakeups_failed. */
+static void wake_poller(amio_poller *p, amio_registrar *r)
+{
+	for (unsigned tries = 0;; tries++) {
+		int rc = amio__fault(AMIO__FAULT_WAKE);
+
+		if (rc == 0)
+			rc = amio__backend_wake_poller(p, r ? &r->waiter : NULL);
+		if (rc >= 0)
+			return;
+		ck_pr_faa_64(&p->wakeups_failed, 1);
+		if (ck_pr_load_32(&p->shutdown))
+			return; /* NOTIFIED for good: nobody sleeps any more */
+		if (tries == 1000) {
+			(void)ck_pr_cas_32(&p->state, AMIO__NOTIFIED, AMIO__SLEEPING);
+			return;
+		}
+		sched_yield();
+	}
+}
+
 void amio__poller_kick(amio_poller *p, amio_registrar *r)
 {
 	if (amio__is_poll_thread(p))
@@ -260,9 +290,7 @@ void amio__poller_kick(amio_poller *p, amio_registrar *r)
 	/* Only the CAS winner sends: one MSG_RING per sleep. */
 	if (!ck_pr_cas_32(&p->state, AMIO__SLEEPING, AMIO__NOTIFIED))
 		return;
-	/* A failed wakeup cannot be undone here; it can only fail if the ring
-	 * is gone, and then shutdown is set and nobody is waiting. */
-	(void)amio__backend_wake_poller(p, r ? &r->waiter : NULL);
+	wake_poller(p, r);
 }
 
 int amio_poller_stop(amio_poller *p)

@@ -463,6 +463,50 @@ END_TEST
  * (it did: 6 enters per completion with 1,000 busy sockets, and a wait
  * with a timeout never returned while the flag stayed set). Work that
  * comes meanwhile is still reported: the sleeping enter runs it. */
+/* Every other wakeup of the poller fails (MSG_RING or the eventfd write):
+ * each command from another thread still takes effect while the poll
+ * thread sleeps without a timeout of its own. A dropped wakeup left the
+ * poll thread asleep with the command queued. _i 0: -ENOMEM, 1: -EBUSY. */
+START_TEST(a_failed_wakeup_is_sent_again)
+{
+	enum { ROUNDS = 300 };
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_notification n[4];
+	pthread_t t;
+	void *prc;
+	struct amio_poller_stats st;
+
+	ck_assert_int_eq(amio_registrar_new(p, AMIO_INBOX, &r), 0);
+	ck_assert_int_eq(pthread_create(&t, NULL, run_poller, p), 0);
+	amio__fault_set(AMIO__FAULT_WAKE, _i ? EBUSY : ENOMEM, 2);
+	for (int round = 0; round < ROUNDS; round++) {
+		int64_t id = amio_set_timeout(r, 0, NULL), end = t_now_ms() + 20000;
+		int got = 0;
+
+		ck_assert_int_gt(id, 0);
+		while (!got) {
+			got = amio_registrar_wait(r, n, 4, 100);
+			ck_assert_int_ge(got, 0);
+			ck_assert_msg(got || t_now_ms() < end, "round %d: the timer never fired",
+			              round);
+		}
+		ck_assert_int_eq(got, 1);
+		ck_assert_uint_eq(n[0].id, (uint64_t)id);
+		if (round % 8 == 0)
+			usleep(2000); /* let the poll thread fall asleep */
+	}
+	amio_poller_stats(p, &st);
+	amio__fault_set(AMIO__FAULT_WAKE, 0, 0);
+	ck_assert_int_eq(amio_poller_stop(p), 0);
+	pthread_join(t, &prc);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	printf("wakeups sent %llu, failed %llu\n", (unsigned long long)st.wakeups_sent,
+	       (unsigned long long)st.wakeups_failed);
+}
+END_TEST
+
 START_TEST(a_stuck_taskrun_flag_costs_no_storm_of_enters)
 {
 	amio_poller *p = t_poller(NULL);
@@ -515,6 +559,7 @@ int main(int argc, char **argv)
 	tc = tcase_create("inbox");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, inbox_doorbells_survive_a_full_sq);
+	tcase_add_loop_test(tc, a_failed_wakeup_is_sent_again, 0, 2);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("taskrun");
 	tcase_set_timeout(tc, 30);
