@@ -362,8 +362,10 @@ AMIO_API int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar *
  * Free a registrar. Commands it queued still take effect. Ids registered
  * through an inbox registrar are deregistered (nobody would receive them):
  * its operations are cancelled and their notifications dropped (accepted
- * fds nobody saw are closed), and its pools are freed once their recvs
- * ended; ids of an Amy-mode registrar stay registered, and its operations
+ * fds nobody saw are closed), except its amio_close and amio_shutdown
+ * calls, which still go (their DONE dropped: a worker may close its
+ * connections and free its registrar at once), and its pools are freed
+ * once their recvs ended; ids of an Amy-mode registrar stay registered, and its operations
  * and pools run on (amio_pool_free on the poll thread).
  * Thread: the registrar's thread.
  */
@@ -887,9 +889,13 @@ AMIO_API int64_t amio_shutdown(amio_registrar *r, int fd, void *data);
  * epoll) and one AMIO_CLOSE | AMIO_DONE notification, res = 0 or -errno,
  * comes after every DONE of those operations (to each operation's
  * consumer, in its own order). The program makes no close(2). From the
- * call on, an operation started on fd (through any registrar) ends at once
- * with -EBADF, until that DONE: after it fd is closed, and its number may
- * belong to a new file. Readiness registrations of fd (amio_register) are
+ * call on, an operation r starts on fd ends at once with -EBADF, until that
+ * DONE: after it fd is closed, and its number may belong to a new file.
+ * Another registrar's calls are ordered with the close only as the poll
+ * thread takes their commands, one registrar's queue at a time: one it
+ * makes after the close, even on the same thread, may run before it (a
+ * send then goes out, or ends -ECANCELED) or end with -EBADF; make a
+ * connection's calls through one registrar. Readiness registrations of fd (amio_register) are
  * not touched: deregister them first (their poll keeps the file open).
  * amio_cancel of the close's id before the fd is closed ends it with
  * -ECANCELED, the fd open, the operations it ended still ended.
@@ -940,7 +946,7 @@ AMIO_API int64_t amio_connect(amio_registrar *r, int fd, const struct sockaddr *
  * fd: a regular file or block device (checked with fstat(2) at the call,
  * so both backends answer alike: -ESPIPE for a pipe, socket or FIFO,
  * -EISDIR for a directory; use amio_recv for streams). len: 1 ..
- * 2^31 - 1 bytes. offset: 0 .. INT64_MAX.
+ * AMIO_FILE_MAX_LEN bytes. offset: 0 .. INT64_MAX.
  * Ownership: buf is the kernel's until DONE: keep it allocated, do not
  * touch it.
  * Returns: the id (> 0). Errors, at the call: -EBADF (fd < 0 or not
@@ -971,6 +977,11 @@ AMIO_API int64_t amio_pwrite(amio_registrar *r, int fd, const void *buf, size_t 
 
 /* Threads of the epoll backend's file pool (amio_pread, amio_pwrite). */
 #define AMIO_FILE_THREADS 4u
+/* Most bytes of one amio_pread or amio_pwrite: the kernel cuts every read
+ * and write at MAX_RW_COUNT (INT_MAX & PAGE_MASK: 2^31 - 4096 with 4 KiB
+ * pages), so a larger one would come back short; 2^31 - 65536 holds for
+ * pages up to 64 KiB. */
+#define AMIO_FILE_MAX_LEN 0x7fff0000u
 
 /* ---- Queries ---------------------------------------------------------- */
 

@@ -66,8 +66,13 @@ static void run_job(struct amio__ep_files *f, uint64_t v)
 	struct job *j = &f->jobs[slot];
 	ssize_t n;
 
-	if (!ck_pr_cas_64(&j->token, (uint64_t)seq << 32 | QUEUED, (uint64_t)seq << 32 | RUNNING))
-		return; /* cancelled: its DONE is made already */
+	if (!ck_pr_cas_64(&j->token, (uint64_t)seq << 32 | QUEUED, (uint64_t)seq << 32 | RUNNING)) {
+		/* Cancelled: its DONE is made already. Its entry took room in
+		 * todo: jobs waiting for room may go now, so tell the poller
+		 * (nothing else might wake it). */
+		(void)!write(f->p->be.ep.bell, &(uint64_t){1}, sizeof(uint64_t));
+		return;
+	}
 	do
 		n = j->write ? pwrite(j->fd, j->buf, j->len, (off_t)j->offset)
 		             : pread(j->fd, j->buf, j->len, (off_t)j->offset);
@@ -75,7 +80,7 @@ static void run_job(struct amio__ep_files *f, uint64_t v)
 	j->res = n < 0 ? -errno : (int32_t)n;
 	/* Never full: at most JOBS jobs are out (submit) and done holds more. */
 	(void)ck_ring_enqueue_mpsc(&f->done, f->done_buf, (void *)(uintptr_t)v);
-	(void)write(f->p->be.ep.bell, &(uint64_t){1}, sizeof(uint64_t));
+	(void)!write(f->p->be.ep.bell, &(uint64_t){1}, sizeof(uint64_t));
 }
 
 static void *file_thread(void *arg)

@@ -15,7 +15,7 @@
  *   registration at all); only a full socket buffer (EAGAIN) waits for
  *   EPOLLOUT, one-shot.
  * - connect: connect(2) at once; EINPROGRESS waits for EPOLLOUT, one-shot,
- *   and SO_ERROR says how it went, as io_uring's connect does itself.
+ *   then connect(2) again says how it went, as io_uring's connect does.
  * - pread, pwrite: handed to the file threads (backend_epoll_file.c).
  */
 #include <errno.h>
@@ -120,14 +120,18 @@ static int connect_now(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	return 0;
 }
 
-static int32_t connect_result(int fd)
+/* EPOLLOUT: the handshake is over. connect(2) again, as io_uring's
+ * connect does after its poll: 0 (and the socket SS_CONNECTED, so a later
+ * connect says -EISCONN on both backends) or the error it ended with. */
+static int32_t connect_result(amio_poller *p, uint32_t slot, int fd)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
+	struct amio__io *io = &p->reg.ios[slot];
+	int rc;
 
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		return -errno;
-	return -err;
+	do
+		rc = connect(fd, (struct sockaddr *)&io->addr, io->addrlen);
+	while (rc < 0 && errno == EINTR);
+	return rc < 0 ? -errno : 0;
 }
 
 int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
@@ -303,7 +307,7 @@ unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, struct amio__completio
 		return 0; /* over, or already on the work list */
 	if (io->type == AMIO__IO_CONNECT) {
 		p->be.ep.slots[slot].live = false;
-		out[0] = rec(slot, e->armgen, connect_result(e->fd), false, AMIO__NO_BID);
+		out[0] = rec(slot, e->armgen, connect_result(p, slot, e->fd), false, AMIO__NO_BID);
 		return 1;
 	}
 	if (io->type != AMIO__IO_SEND)

@@ -158,7 +158,7 @@ static int file_io(amio_registrar *r, int fd, struct amio__io *io, size_t len, u
 
 	if (fd < 0)
 		return -EBADF;
-	if (!r || !io->iov[0].iov_base || len == 0 || len > INT32_MAX || offset > INT64_MAX)
+	if (!r || !io->iov[0].iov_base || len == 0 || len > AMIO_FILE_MAX_LEN || offset > INT64_MAX)
 		return -EINVAL;
 	if (fstat(fd, &st) < 0)
 		return -errno;

@@ -272,7 +272,10 @@ void amio__io_orphan(amio_poller *p, struct amio__entry *e, uint32_t slot)
 			amio__close_accepted(*amio__acc_at(io, 0));
 	io->held_n = 0;
 	io->done_held = false;
-	e->flags |= AMIO__E_DEREGISTERED;
+	/* A close or shutdown still goes (its DONE dropped like every note):
+	 * the program asked for it, and makes no close(2) of its own. */
+	if (io->type != AMIO__IO_CLOSE && io->type != AMIO__IO_SHUTDOWN)
+		e->flags |= AMIO__E_DEREGISTERED;
 	amio__io_reconcile(p, e, slot);
 }
 
