@@ -458,7 +458,8 @@ AMIO_API int amio_registrar_set_queue_wait(amio_registrar *r, int timeout_ms);
 /*
  * Make r's current amio_registrar_wait return, or its next one if none
  * waits now: at once, with the notifications it has, 0 if none. One wake
- * ends one wait (wakes before it returns count once). For stopping an
+ * ends one wait (wakes before it returns count once; a wait with
+ * timeout 0 is one too). For stopping an
  * inbox worker without a channel: set your own flag, then wake; the worker
  * looks at the flag after every return. No syscall unless the owner sleeps
  * (then one: a futex wake on epoll, an IORING_OP_MSG_RING to its ring on
@@ -889,8 +890,11 @@ AMIO_API int64_t amio_shutdown(amio_registrar *r, int fd, void *data);
  * epoll) and one AMIO_CLOSE | AMIO_DONE notification, res = 0 or -errno,
  * comes after every DONE of those operations (to each operation's
  * consumer, in its own order). The program makes no close(2). From the
- * call on, an operation r starts on fd ends at once with -EBADF, until that
- * DONE: after it fd is closed, and its number may belong to a new file.
+ * call on, an operation r starts on fd ends at once with -EBADF until the
+ * poll thread hands the close to the kernel (once the fd's operations
+ * ended); from then on the number is free, may come back from socket(2)
+ * or an accept before the close's DONE, and an operation on it runs on
+ * whatever file has it then (the kernel's -EBADF if none).
  * Another registrar's calls are ordered with the close only as the poll
  * thread takes their commands, one registrar's queue at a time: one it
  * makes after the close, even on the same thread, may run before it (a

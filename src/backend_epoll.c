@@ -377,8 +377,8 @@ static unsigned ep_reap(amio_poller *p, struct amio__completion *out, unsigned m
 		if (d == AMIO__EP_DROPPED)
 			continue;
 		if (p->reg.entries[d & AMIO__SLOT_MASK].kind == AMIO__KIND_IO) {
-			n +=
-			    amio__ep_io_event(p, (uint32_t)(d & AMIO__SLOT_MASK), out + n, max - n);
+			n += amio__ep_io_event(p, (uint32_t)(d & AMIO__SLOT_MASK),
+			                       (uint32_t)(d >> 32), out + n, max - n);
 			continue;
 		}
 		/* EPOLLIN, EPOLLOUT, EPOLLRDHUP, EPOLLHUP and EPOLLERR have

@@ -61,7 +61,12 @@ static void work_unlink(struct amio__epoll *ep, uint32_t slot)
 	ep->slots[slot].imm = false;
 }
 
-static int watch(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t events)
+/* gen: the armgen the request's events carry (what e->armgen is once the
+ * arm is counted: +1 at arm time, as is at a re-watch), checked when an
+ * event is reaped: a slot may be released and reused while events of its
+ * old request wait in ev[] (a recv that ended at EOF, reused by a pread). */
+static int watch_gen(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t events,
+                     uint32_t gen)
 {
 	struct amio__epoll *ep = &p->be.ep;
 	struct amio__epoll_slot *st = &ep->slots[slot];
@@ -74,12 +79,18 @@ static int watch(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t 
 			return -errno;
 		st->fd1 = d + 1;
 	}
-	ev.data.u64 = (uint64_t)(e->armgen + 1) << 32 | slot;
+	ev.data.u64 = (uint64_t)gen << 32 | slot;
 	AMIO__STAT_ADD(p, sqes, 1);
 	if (epoll_ctl(ep->epfd, st->in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, st->fd1 - 1, &ev) < 0)
 		return -errno;
 	st->in_set = true;
 	return 0;
+}
+
+/* At arm time: the arm bumps armgen after. */
+static int watch(amio_poller *p, struct amio__entry *e, uint32_t slot, uint32_t events)
+{
+	return watch_gen(p, e, slot, events, e->armgen + 1);
 }
 
 static void unwatch(amio_poller *p, uint32_t slot)
@@ -296,15 +307,19 @@ static unsigned follow(amio_poller *p, uint32_t slot, struct amio__completion *o
 	return n;
 }
 
-unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, struct amio__completion *out,
-                           unsigned max)
+unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, uint32_t gen,
+                           struct amio__completion *out, unsigned max)
 {
 	struct amio__entry *e = &p->reg.entries[slot];
 	struct amio__io *io = &p->reg.ios[slot];
 	ssize_t n;
 
+	if (gen != e->armgen)
+		return 0; /* an event of the slot's earlier request */
 	if (!p->be.ep.slots[slot].live || p->be.ep.slots[slot].queued)
 		return 0; /* over, or already on the work list */
+	if (io->type == AMIO__IO_PREAD || io->type == AMIO__IO_PWRITE)
+		return 0; /* never watched: the file threads report them */
 	if (io->type == AMIO__IO_CONNECT) {
 		p->be.ep.slots[slot].live = false;
 		out[0] = rec(slot, e->armgen, connect_result(p, slot, e->fd), false, AMIO__NO_BID);
@@ -315,7 +330,7 @@ unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, struct amio__completio
 	/* EPOLLOUT (one-shot): the socket has room now. */
 	n = send_now(io, e->fd);
 	if (n == -EAGAIN) {
-		int rc = watch(p, e, slot, EPOLLOUT | EPOLLONESHOT);
+		int rc = watch_gen(p, e, slot, EPOLLOUT | EPOLLONESHOT, e->armgen);
 
 		if (rc == 0)
 			return 0;

@@ -10,8 +10,8 @@ int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot);
 /* Synchronous cancel: 1 (gone now), or 0 (a result already made comes). */
 int amio__ep_cancel_io(amio_poller *p, struct amio__entry *e, uint32_t slot);
 /* An event for an operation's slot: the calls it allows, as records. */
-unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, struct amio__completion *out,
-                           unsigned max);
+unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, uint32_t gen,
+                           struct amio__completion *out, unsigned max);
 /* Records of the work list: sends made at arm time, edges to follow on. */
 unsigned amio__ep_io_work(amio_poller *p, struct amio__completion *out, unsigned max);
 bool amio__ep_io_pending(amio_poller *p);

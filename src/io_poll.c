@@ -182,6 +182,12 @@ void amio__io_reconcile(amio_poller *p, struct amio__entry *e, uint32_t slot)
 		return;
 	}
 	rc = amio__backend_arm(p, e, slot);
+	/* The close is the kernel's now (IORING_OP_CLOSE frees the number at
+	 * issue; epoll's close(2) ran): socket(2) or an accept may hand the
+	 * number out again before this close's DONE, so the row takes new
+	 * operations from here (sends queue behind the close). */
+	if (rc == 0 && io->type == AMIO__IO_CLOSE && p->fdq[e->fd].closing == slot)
+		p->fdq[e->fd].closing = 0;
 	if (rc < 0 && io->type == AMIO__IO_ACCEPT && accept_backs_off(rc))
 		back_off(p, e, slot, rc); /* epoll: no fd for the listener's dup */
 	else if (rc < 0)

@@ -455,10 +455,11 @@ int amio_registrar_wait(amio_registrar *r, amio_notification *out, size_t cap, i
 				(void)ck_pr_fas_32(&r->wake_req, 0);
 			return n; /* a count, or -ESHUTDOWN */
 		}
-		if (timeout_ms == 0)
-			return 0;
-		/* amio_registrar_wake: this wait returns, once per wake. */
+		/* amio_registrar_wake: this wait returns, once per wake (a
+		 * poll, timeout 0, uses the wake up too: any return does). */
 		if (ck_pr_load_32(&r->wake_req) && ck_pr_fas_32(&r->wake_req, 0))
+			return 0;
+		if (timeout_ms == 0)
 			return 0;
 		if (timeout_ms > 0 && (left = deadline - amio__now_ns()) <= 0)
 			return pop_inbox(r, out, cap, false);

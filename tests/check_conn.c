@@ -101,6 +101,12 @@ START_TEST(a_wake_ends_one_wait_only)
 	t0 = t_now_ms();
 	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 100), 0);
 	ck_assert_int_ge(t_now_ms() - t0, 100);
+	/* A poll (timeout 0) uses a wake up as well: any return does. */
+	ck_assert_int_eq(amio_registrar_wake(r), 0);
+	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 0), 0);
+	t0 = t_now_ms();
+	ck_assert_int_eq(amio_registrar_wait(r, n, 4, 100), 0);
+	ck_assert_int_ge(t_now_ms() - t0, 100);
 	/* A wait that returns a notification ends the wake's wait too. */
 	id = amio_set_timeout(r, 0, NULL);
 	ck_assert_int_gt(id, 0);

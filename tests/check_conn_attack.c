@@ -1395,6 +1395,80 @@ START_TEST(an_accept_backing_off_ends_by_close_or_deadline)
 }
 END_TEST
 
+/* The kernel frees an fd's number when the close is issued, before its
+ * CLOSE DONE is handed out: socket(2) may return it at once. An operation
+ * on the new socket then must run, not end with -EBADF for the old one's
+ * close (found by the tcp_proxy example: an upstream connect on a reused
+ * number failed). 200 rounds look for that window; each one seen is
+ * checked. */
+START_TEST(a_number_reused_before_the_close_done_belongs_to_the_new_socket)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	amio_notification n[64];
+	uint16_t port;
+	int lfd = t_listen(&port), windows = 0;
+	struct sockaddr_in a = loopback(port);
+
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 16, 4096, &pool), 0);
+	for (int i = 0; i < 200; i++) {
+		int c = t_connect(port), s = -1, got_close = 0;
+		int64_t end = t_now_ms() + STALL_MS;
+
+		while (s < 0) {
+			s = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+			ck_assert_msg(s >= 0 || (errno == EAGAIN && t_now_ms() < end), "accept");
+		}
+		ck_assert_int_gt(amio_recv(r, s, pool, NULL), 0);
+		ck_assert_int_ge(amio_poller_wait(p, n, 64, 0), 0);
+		ck_assert_int_gt(amio_close(r, s, 0, NULL), 0);
+		for (int w = 0; !got_close; w++) {
+			int k = amio_poller_wait(p, n, 64, w ? 100 : (i & 1) * 10), s2;
+			int64_t cid;
+
+			ck_assert_int_ge(k, 0);
+			for (int j = 0; j < k; j++)
+				got_close |= !!(n[j].events & AMIO_CLOSE);
+			ck_assert_msg(got_close || t_now_ms() < end, "no CLOSE DONE");
+			if (got_close || fcntl(s, F_GETFD) >= 0)
+				continue;
+			s2 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (s2 != s) {
+				close(s2);
+				continue;
+			}
+			windows++;
+			cid = amio_connect(r, s2, (struct sockaddr *)&a, sizeof(a), NULL);
+			ck_assert_int_gt(cid, 0);
+			for (int done = 0; !done;) {
+				k = amio_poller_wait(p, n, 64, 100);
+				ck_assert_int_ge(k, 0);
+				ck_assert_msg(t_now_ms() < end, "no connect DONE");
+				for (int j = 0; j < k; j++) {
+					got_close |= !!(n[j].events & AMIO_CLOSE);
+					if (n[j].id != (uint64_t)cid)
+						continue;
+					ck_assert_int_eq(n[j].res, 0);
+					done = 1;
+				}
+			}
+			close(s2);
+			s = -1; /* checked: the number is the new socket's */
+		}
+		close(c);
+		close(accept4(lfd, NULL, NULL, SOCK_CLOEXEC)); /* s2's connection, if any */
+	}
+	printf("%s: %d windows of a number reused before its CLOSE DONE\n", amio_poller_backend(p),
+	       windows);
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(lfd);
+}
+END_TEST
+
 static Suite *attack_suite(void)
 {
 	Suite *s = suite_create("conn_attack");
@@ -1406,6 +1480,7 @@ static Suite *attack_suite(void)
 	tcase_add_loop_test(tc, a_close_then_the_inbox_registrars_free_still_closes, 0, 3);
 	tcase_add_loop_test(tc, two_closes_a_cancelled_close_and_fd_reuse, 0, 2);
 	tcase_add_test(tc, close_of_a_listener_and_of_what_is_no_socket);
+	tcase_add_test(tc, a_number_reused_before_the_close_done_belongs_to_the_new_socket);
 	tcase_add_test(tc, an_inbox_registrar_freed_with_a_send_running);
 	suite_add_tcase(s, tc);
 
