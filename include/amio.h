@@ -105,6 +105,9 @@ typedef struct amio_notification {
 		int32_t res;   /* AMIO_ACCEPT / AMIO_RECV / AMIO_SEND: the result */
 	};
 	void *buf; /* AMIO_RECV with res > 0: the bytes, lent until amio_pool_put;
+	              the DONE of amio_send, amio_pread, amio_pwrite: the
+	              call's buf (amio_sendv: iov[0].iov_base), yours again
+	              (a relay can amio_pool_put the recv's buffer it sent);
 	              else NULL */
 } amio_notification;
 
@@ -668,7 +671,9 @@ enum {
 struct amio_conn_config {
 	/* recv: no bytes for idle_ms ms ends it with -ETIME (0: no limit). The
 	 * poll thread restarts the clock on every buffer received; time paused
-	 * by flow control does not count. Never early. */
+	 * (flow control, amio_recv_pause) and time with sends queued on the fd
+	 * (a long response: send_timeout_ms bounds that) do not count. Never
+	 * early. */
 	uint32_t idle_ms;
 	/* send: not finished send_timeout_ms ms after the call ends it with
 	 * -ETIME, and every send queued behind it on the fd (the stream is cut
@@ -859,6 +864,34 @@ AMIO_API int amio_cancel(amio_registrar *r, uint64_t id);
  * Thread: the registrar's thread (any registrar of the poller).
  */
 AMIO_API int amio_set_deadline(amio_registrar *r, uint64_t id, uint64_t ms);
+
+/*
+ * Pause a recv (libuv's uv_read_stop): the poll thread takes its request
+ * out of the kernel (io_uring: a cancel whose -ECANCELED is not reported;
+ * epoll: it stops watching), so nothing more is received into the pool
+ * until amio_recv_resume; the bytes wait in the socket (TCP then pushes
+ * back on the peer). Same id; a notification made before the pause still
+ * comes. A deadline (amio_set_deadline) keeps running, the idle timeout
+ * does not (paused time is not idle time). Pausing a paused recv, or
+ * resuming one that runs, changes nothing; an id that is no recv, or one
+ * ending, is left alone. Flow control (struct amio_conn_config) pauses
+ * the same way on its own; a recv runs when neither holds it.
+ * A relay (a proxy) that sends what one socket receives on another
+ * pauses the recv while the other socket's sends are behind, and resumes
+ * when their DONEs come (examples/tcp_proxy.c).
+ * Returns: 0. Errors: -ENOENT (as amio_cancel), -EINVAL (r NULL), -EAGAIN,
+ * -ESHUTDOWN.
+ * Thread: the registrar's thread (any registrar of the poller).
+ */
+AMIO_API int amio_recv_pause(amio_registrar *r, uint64_t id);
+
+/*
+ * Resume a recv amio_recv_pause paused: armed again, same id, what waited
+ * in the socket comes next, in order. Returns and errors: as
+ * amio_recv_pause. Thread: the registrar's thread (any registrar of the
+ * poller).
+ */
+AMIO_API int amio_recv_resume(amio_registrar *r, uint64_t id);
 
 /*
  * Set the connection settings of the operations r starts from now on (see

@@ -157,6 +157,8 @@ enum amio__op {
 	AMIO__OP_DEADLINE,   /* an operation's deadline: deadline_ns */
 	AMIO__OP_POOL_NEW,   /* data: the amio_pool to set up */
 	AMIO__OP_POOL_FREE,  /* data: the amio_pool to free */
+	AMIO__OP_PAUSE,      /* amio_recv_pause of an operation */
+	AMIO__OP_RESUME,     /* amio_recv_resume */
 };
 
 struct amio__cmd {
@@ -262,6 +264,7 @@ enum {
 	AMIO__IO_BACKOFF = 1u << 10,    /* accept: out of fds or memory: re-armed at timer_ns */
 	AMIO__IO_LINKED = 1u << 11,     /* recv, accept: on its fd's list of operations */
 	AMIO__IO_FLOW = 1u << 12,       /* recv: paused, its fd's sends above the high-water mark */
+	AMIO__IO_HELD = 1u << 13,       /* recv: paused by amio_recv_pause */
 };
 /* A row of the poll thread's fd table (io_fd.c). */
 struct amio__fdq {
@@ -283,6 +286,7 @@ struct amio__io {
 	struct amio_registrar *starter;
 	uint64_t total;  /* send, pread, pwrite: bytes */
 	uint64_t offset; /* pread, pwrite: where in the file */
+	void *buf0;      /* send, pread, pwrite: the caller's buf (its DONE's .buf) */
 	uint32_t niov;   /* send: iovecs in iov[]; pread, pwrite: 1 */
 	socklen_t addrlen;
 	union {
@@ -829,6 +833,8 @@ void amio__conn_sent(amio_poller *p, int fd, uint64_t bytes);
 void amio__conn_advance(amio_poller *p, int fd);
 bool amio__conn_close_ready(amio_poller *p, int fd);
 void amio__conn_timer(amio_poller *p, uint32_t slot);
+/* amio_recv_pause (hold true) and amio_recv_resume of a recv. */
+void amio__conn_hold(amio_poller *p, struct amio__entry *e, uint32_t slot, bool hold);
 int amio__fd_fit(amio_poller *p, int fd);
 void amio__fd_queue(amio_poller *p, uint32_t slot, int fd);
 void amio__fd_dequeue(amio_poller *p, uint32_t slot, int fd);

@@ -71,6 +71,7 @@ static int64_t send_io(amio_registrar *r, int fd, struct amio__io *io, uint32_t 
 		return -EINVAL;
 	io->type = AMIO__IO_SEND;
 	io->flags = flags;
+	io->buf0 = io->iov[0].iov_base;
 	io->send_timeout_ms = r->conn.send_timeout_ms;
 	return start(r, fd, data, io);
 }
@@ -169,6 +170,7 @@ static int file_io(amio_registrar *r, int fd, struct amio__io *io, size_t len, u
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
 		return -EINVAL;
 	io->niov = 1;
+	io->buf0 = io->iov[0].iov_base;
 	io->iov[0].iov_len = len;
 	io->total = len;
 	io->offset = offset;
@@ -190,6 +192,25 @@ int64_t amio_pwrite(amio_registrar *r, int fd, const void *buf, size_t len, uint
 	int rc = file_io(r, fd, &io, len, offset);
 
 	return rc < 0 ? rc : start(r, fd, data, &io);
+}
+
+static int recv_hold(amio_registrar *r, uint64_t id, uint32_t op)
+{
+	struct amio__cmd c = {.op = op, .id = id};
+
+	if (!r)
+		return -EINVAL;
+	return amio__registrar_push(r, &c, id);
+}
+
+int amio_recv_pause(amio_registrar *r, uint64_t id)
+{
+	return recv_hold(r, id, AMIO__OP_PAUSE);
+}
+
+int amio_recv_resume(amio_registrar *r, uint64_t id)
+{
+	return recv_hold(r, id, AMIO__OP_RESUME);
 }
 
 int amio_cancel(amio_registrar *r, uint64_t id)

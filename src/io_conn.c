@@ -55,6 +55,28 @@ static void flow_low(amio_poller *p, int fd)
 	}
 }
 
+/* As flow control pauses, by the program's word: same id, timers kept. An
+ * operation that is no recv, or one ending, is left alone. */
+void amio__conn_hold(amio_poller *p, struct amio__entry *e, uint32_t slot, bool hold)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	if (io->type != AMIO__IO_RECV || (io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED)))
+		return;
+	if (hold) {
+		io->state |= AMIO__IO_HELD;
+		if (e->flags & AMIO__E_ARMED)
+			(void)amio__io_cancel_request(p, e, slot);
+		return;
+	}
+	if (!(io->state & AMIO__IO_HELD))
+		return;
+	io->state &= ~(uint32_t)AMIO__IO_HELD;
+	if (io->idle_ms)
+		io->last_ns = amio__now_ns(); /* paused time is not idle time */
+	amio__io_reconcile(p, e, slot);
+}
+
 void amio__conn_sent(amio_poller *p, int fd, uint64_t bytes)
 {
 	p->fdq[fd].queued -= bytes;
@@ -171,8 +193,11 @@ void amio__conn_timer(amio_poller *p, uint32_t slot)
 	int64_t now = amio__now_ns(), due;
 
 	if (io->type == AMIO__IO_RECV) {
-		if (io->state & AMIO__IO_FLOW)
-			io->last_ns = now; /* paused by us: not idle */
+		/* Paused (flow control, amio_recv_pause), or sending (a long
+		 * response: the send timeout watches that): not idle. */
+		if ((io->state & (AMIO__IO_FLOW | AMIO__IO_HELD)) ||
+		    p->fdq[p->reg.entries[slot].fd].queued)
+			io->last_ns = now;
 		due = io->last_ns + (int64_t)io->idle_ms * 1000000;
 		if (due > now) {
 			io->timer_ns = due;

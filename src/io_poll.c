@@ -139,7 +139,8 @@ static bool may_arm(amio_poller *p, struct amio__entry *e, uint32_t slot)
 	struct amio__io *io = io_of(p, slot);
 
 	if ((e->flags & AMIO__E_ARMED) ||
-	    (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED | AMIO__IO_BACKOFF | AMIO__IO_FLOW)))
+	    (io->state & (AMIO__IO_STARVED | AMIO__IO_PAUSED | AMIO__IO_BACKOFF | AMIO__IO_FLOW |
+	                  AMIO__IO_HELD)))
 		return false;
 	/* A send, shutdown or close goes only at the head of its fd's queue;
 	 * a close once the fd's other operations have ended. */
@@ -223,6 +224,10 @@ void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cm
 			io->deadline_ns = c->deadline_ns;
 			amio__dl_update(p, slot);
 		}
+		return;
+	case AMIO__OP_PAUSE:
+	case AMIO__OP_RESUME:
+		amio__conn_hold(p, e, slot, c->op == AMIO__OP_PAUSE);
 		return;
 	}
 	amio__io_reconcile(p, e, slot);
@@ -358,9 +363,9 @@ static void on_recv(amio_poller *p, struct amio__entry *e, uint32_t slot,
 		io->last_ns = amio__now_ns(); /* the idle clock (amio__conn_timer reads it) */
 	if (c->res > 0)
 		amio__notify_io(p, e, AMIO_RECV, c->res, c->bid);
-	else if (c->res == -ECANCELED && (io->state & AMIO__IO_FLOW) &&
+	else if (c->res == -ECANCELED && (io->state & (AMIO__IO_FLOW | AMIO__IO_HELD)) &&
 	         !(io->state & AMIO__IO_ENDING))
-		; /* paused by flow control: armed again on resume */
+		; /* paused (flow control, amio_recv_pause): armed again on resume */
 	else if (c->res == 0)
 		amio__io_begin_end(io, 0); /* EOF */
 	else if (c->res == -ENOBUFS && !(io->state & AMIO__IO_ENDING))

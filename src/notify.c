@@ -297,6 +297,8 @@ static bool io_emit(amio_poller *p, struct amio__entry *e, uint32_t events, int3
 
 		n.lend = &pool->lent[bid];
 		n.n.buf = amio__pool_buf(pool, bid);
+	} else if (events & (AMIO_SEND | AMIO_PREAD | AMIO_PWRITE)) {
+		n.n.buf = p->reg.ios[amio__id_slot(e->id)].buf0; /* the DONE: it is yours again */
 	}
 	if (r) {
 		if (!ck_ring_enqueue_spsc_amio_inote(&r->inbox, r->inbox_buf, &n))

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "amio_test.h"
@@ -741,6 +742,181 @@ START_TEST(an_idle_recv_ends_with_etime_never_early)
 }
 END_TEST
 
+/* amio_recv_pause / amio_recv_resume, a seeded random walk: the peer
+ * writes numbered bytes while the recv is paused and resumed at random.
+ * Every byte arrives once, in order, on the same id, no DONE before EOF;
+ * a byte written while the recv is paused (the pause applied: a wait
+ * after it) arrives only after the resume. Resume of a running recv and
+ * pause of a paused one change nothing. */
+START_TEST(a_paused_recv_receives_nothing_until_resumed)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	amio_notification n[8];
+	int fds[2], rounds = t_scale(60);
+	unsigned seed = (unsigned)time(NULL);
+	unsigned char next_in = 0, next_out = 0;
+	int64_t id;
+
+	printf("pause walk seed %u\n", seed);
+	srand(seed);
+	t_tcp_pair(fds);
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_pool_new(r, 16, 64, &pool), 0);
+	ck_assert_int_gt(id = amio_recv(r, fds[1], pool, NULL), 0);
+	ck_assert_int_eq(amio_recv_pause(NULL, (uint64_t)id), -EINVAL);
+	ck_assert_int_eq(amio_recv_pause(r, (uint64_t)id + 12345), -ENOENT);
+	ck_assert_int_eq(amio_recv_resume(r, (uint64_t)id), 0); /* running: nothing */
+	for (int round = 0; round < rounds; round++) {
+		bool paused = rand() % 2;
+		int burst = 1 + rand() % 40;
+		int64_t end = t_now_ms() + STALL_MS;
+
+		if (paused) {
+			ck_assert_int_eq(amio_recv_pause(r, (uint64_t)id), 0);
+			if (rand() % 2)
+				ck_assert_int_eq(amio_recv_pause(r, (uint64_t)id), 0);
+			/* Apply it; take what was made before it. */
+			for (int k = 0; k < 5; k++) {
+				int got = amio_poller_wait(p, n, 8, 10);
+
+				for (int j = 0; j < got; j++) {
+					ck_assert_uint_eq(n[j].events, AMIO_RECV);
+					for (int b = 0; b < n[j].res; b++)
+						ck_assert_uint_eq(((unsigned char *)n[j].buf)[b],
+						                  next_out++);
+					ck_assert_int_eq(amio_pool_put(pool, n[j].buf), 0);
+				}
+			}
+			ck_assert_uint_eq(next_out, next_in); /* all came before the pause */
+		}
+		for (int b = 0; b < burst; b++, next_in++)
+			ck_assert_int_eq(write(fds[0], &next_in, 1), 1);
+		if (paused) {
+			ck_assert_int_eq(amio_poller_wait(p, n, 8, 30), 0);
+			ck_assert_int_eq(amio_recv_resume(r, (uint64_t)id), 0);
+		}
+		while (next_out != next_in) {
+			int got = amio_poller_wait(p, n, 8, 10);
+
+			ck_assert_msg(t_now_ms() < end, "round %d: %u of %u bytes (seed %u)", round,
+			              next_out, next_in, seed);
+			for (int j = 0; j < got; j++) {
+				ck_assert_uint_eq(n[j].id, (uint64_t)id);
+				ck_assert_uint_eq(n[j].events, AMIO_RECV);
+				for (int b = 0; b < n[j].res; b++)
+					ck_assert_uint_eq(((unsigned char *)n[j].buf)[b],
+					                  next_out++);
+				ck_assert_int_eq(amio_pool_put(pool, n[j].buf), 0);
+			}
+		}
+	}
+	close(fds[0]);
+	for (int64_t end = t_now_ms() + STALL_MS;;) {
+		int got = amio_poller_wait(p, n, 1, 10);
+
+		ck_assert_msg(t_now_ms() < end, "no EOF");
+		if (got) {
+			ck_assert_uint_eq(n[0].events, AMIO_RECV | AMIO_DONE);
+			ck_assert_int_eq(n[0].res, 0);
+			break;
+		}
+	}
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[1]);
+}
+END_TEST
+
+/* The DONE of a send, sendv, pread and pwrite gives the call's buf back in
+ * .buf (a relay puts the pool buffer it sent without a record of its own). */
+START_TEST(a_done_gives_the_calls_buffer_back)
+{
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	int fds[2];
+	char a[4] = "abcd", b[3] = "efg", rd[16];
+	char path[] = "/tmp/amio-conn-buf-XXXXXX";
+	int f = mkstemp(path);
+	struct iovec iov[2] = {{a, 4}, {b, 3}};
+	int64_t id;
+
+	ck_assert_int_ge(f, 0);
+	unlink(path);
+	t_tcp_pair(fds);
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_gt(id = amio_send(r, fds[1], a, 4, 0, NULL), 0);
+	ck_assert_ptr_eq(next_note(p, (uint64_t)id).buf, a);
+	ck_assert_int_gt(id = amio_sendv(r, fds[1], iov, 2, 0, NULL), 0);
+	ck_assert_ptr_eq(next_note(p, (uint64_t)id).buf, a);
+	ck_assert_int_gt(id = amio_pwrite(r, f, b, 3, 0, NULL), 0);
+	ck_assert_ptr_eq(next_note(p, (uint64_t)id).buf, b);
+	ck_assert_int_gt(id = amio_pread(r, f, rd, sizeof(rd), 0, NULL), 0);
+	ck_assert_ptr_eq(next_note(p, (uint64_t)id).buf, rd);
+	ck_assert_int_gt(id = amio_shutdown(r, fds[1], NULL), 0);
+	ck_assert_ptr_null(next_note(p, (uint64_t)id).buf);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(f);
+	close(fds[0]);
+	close(fds[1]);
+}
+END_TEST
+
+/* idle_ms 100 on a connection that sends 8 MiB to a peer that reads only
+ * after 400 ms: time with sends queued is not idle, so the recv lives on
+ * until 100 ms after the last send's DONE, never earlier. */
+START_TEST(a_recv_is_not_idle_while_its_fd_sends)
+{
+	enum { BIG = 8 << 20 };
+	amio_poller *p = t_poller(NULL);
+	amio_registrar *r;
+	amio_pool *pool;
+	struct drain_case d = {0};
+	char *big = calloc(1, BIG);
+	pthread_t w;
+	int fds[2];
+	int64_t recv_id, send_id, send_done = 0;
+
+	t_tcp_pair(fds);
+	d.fd = fds[0];
+	ck_assert_int_eq(amio_registrar_new(p, 0, &r), 0);
+	ck_assert_int_eq(amio_registrar_set_conn(r, &(struct amio_conn_config){.idle_ms = 100}), 0);
+	ck_assert_int_eq(amio_pool_new(r, 16, 64, &pool), 0);
+	ck_assert_int_gt(recv_id = amio_recv(r, fds[1], pool, NULL), 0);
+	ck_assert_int_gt(send_id = amio_send(r, fds[1], big, BIG, 0, NULL), 0);
+	ck_assert_int_eq(amio_poller_wait(p, &(amio_notification){0}, 1, 400), 0);
+	pthread_create(&w, NULL, drain_peer, &d);
+	for (int64_t end = t_now_ms() + STALL_MS;;) {
+		amio_notification n;
+		int got = amio_poller_wait(p, &n, 1, 10);
+
+		ck_assert_msg(t_now_ms() < end, "no idle DONE");
+		if (!got)
+			continue;
+		if (n.id == (uint64_t)send_id) {
+			ck_assert_int_eq(n.res, BIG);
+			send_done = t_now_ms();
+			continue;
+		}
+		ck_assert_uint_eq(n.events, AMIO_RECV | AMIO_DONE);
+		ck_assert_int_eq(n.res, -ETIME);
+		ck_assert_msg(send_done, "idle while its 8 MiB were still going out");
+		ck_assert_int_ge(t_now_ms() - send_done, 100 - 1);
+		break;
+	}
+	close(fds[0]);
+	pthread_join(w, NULL);
+	ck_assert_int_eq(amio_pool_free(pool), 0);
+	amio_registrar_free(r);
+	amio_poller_free(p);
+	close(fds[1]);
+	free(big);
+}
+END_TEST
+
 /* send_timeout_ms 100, a peer that never reads: an 8 MiB send ends with
  * -ETIME no earlier than 100 ms after the call, and the sends behind it on
  * the fd with it; a send that finishes in time ends with its length. */
@@ -1079,6 +1255,9 @@ static Suite *conn_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, a_peer_that_never_reads_cannot_make_the_sends_grow);
 	tcase_add_test(tc, an_idle_recv_ends_with_etime_never_early);
+	tcase_add_test(tc, a_paused_recv_receives_nothing_until_resumed);
+	tcase_add_test(tc, a_done_gives_the_calls_buffer_back);
+	tcase_add_test(tc, a_recv_is_not_idle_while_its_fd_sends);
 	tcase_add_test(tc, a_send_that_takes_too_long_ends_with_etime_and_the_sends_behind_it);
 	suite_add_tcase(s, tc);
 
