@@ -878,7 +878,10 @@ AMIO_API int amio_set_deadline(amio_registrar *r, uint64_t id, uint64_t ms);
  * the same way on its own; a recv runs when neither holds it.
  * A relay (a proxy) that sends what one socket receives on another
  * pauses the recv while the other socket's sends are behind, and resumes
- * when their DONEs come (examples/tcp_proxy.c).
+ * when their DONEs come (examples/tcp_proxy.c); it turns the fd's own
+ * flow control off (high_water UINT64_MAX), which pauses a recv for its
+ * own fd's sends: in a relay those carry the other direction, and an
+ * echoing peer would deadlock both.
  * Returns: 0. Errors: -ENOENT (as amio_cancel), -EINVAL (r NULL), -EAGAIN,
  * -ESHUTDOWN.
  * Thread: the registrar's thread (any registrar of the poller).
