@@ -4,7 +4,7 @@ DEPS      := cmake gcc pkg-config liburing-dev libck-dev check libseccomp-dev py
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 
-.PHONY: all deps build release demo test test-debug test-asan test-tsan test-busy format clean fuzz bench valgrind soak reliability torture install package
+.PHONY: all deps build release demo test test-debug test-asan test-tsan test-busy format clean fuzz bench bench-http valgrind soak reliability torture install package
 
 all: build
 
@@ -37,6 +37,15 @@ bench: deps
 	@QUICK=1 sh bench/run.sh build/release
 	@QUICK=1 sh bench/micro.sh build/release
 	@build/release/bench/frame_bench 64
+
+# HTTP: examples/http_server against nginx under wrk (bench/http.sh): rows -c1,
+# -c50, -c400, ROUNDS interleaved rounds of DURATION s; requests/s, p99, server
+# CPU and syscalls per request; the table goes to bench/results/http-<date>.md.
+bench-http: deps
+	@sh scripts/deps.sh nginx wrk
+	@cmake --preset release >/dev/null
+	@cmake --build --preset release -j $(JOBS) --target http_server
+	@sh bench/http.sh build/release
 
 test: test-debug test-asan test-tsan
 
