@@ -80,8 +80,16 @@ void amio__conn_hold(amio_poller *p, struct amio__entry *e, uint32_t slot, bool 
 void amio__conn_sent(amio_poller *p, int fd, uint64_t bytes)
 {
 	p->fdq[fd].queued -= bytes;
-	if (p->fdq[fd].ops)
-		flow_low(p, fd);
+	if (!p->fdq[fd].ops)
+		return;
+	flow_low(p, fd);
+	if (p->fdq[fd].queued)
+		return;
+	/* The last send is out: idle time counts from now, not from the
+	 * idle check that last saw sends queued. */
+	for (uint32_t s = p->fdq[fd].ops; s; s = io_of(p, s)->next_fd_op)
+		if (io_of(p, s)->type == AMIO__IO_RECV && io_of(p, s)->idle_ms)
+			io_of(p, s)->last_ns = amio__now_ns();
 }
 
 /* ---- Starting ---------------------------------------------------------------- */
