@@ -1027,7 +1027,10 @@ AMIO_API int64_t amio_pwrite(amio_registrar *r, int fd, const void *buf, size_t 
 
 /*
  * Name an error code returned by amio (negative errno), e.g. "-EAGAIN: queue
- * full, retry". Returns: a static string, never NULL.
+ * full, retry"; a code amio has no words of its own for gets the kernel's
+ * name and text ("-ECONNREFUSED: Connection refused").
+ * Returns: never NULL; a static string, or for a code amio has no words for
+ * one in the calling thread's buffer, valid until its next call.
  * Thread: any thread.
  */
 AMIO_API const char *amio_strerror(int err);

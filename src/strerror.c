@@ -1,8 +1,22 @@
 /* Names for the error codes amio returns, in amio's own words. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "amio.h"
+
+/* The kernel's name and text ("-ECONNREFUSED: Connection refused"), in the
+ * calling thread's buffer: strerrorname_np (glibc 2.32) gives the name. */
+static const char *other(int e)
+{
+	static __thread char buf[128];
+	const char *name = strerrorname_np(e);
+
+	if (!name)
+		return strerror(e);
+	snprintf(buf, sizeof(buf), "-%s: %s", name, strerror(e));
+	return buf;
+}
 
 const char *amio_strerror(int err)
 {
@@ -11,7 +25,8 @@ const char *amio_strerror(int err)
 		return "0: no error code (with AMIO_ERROR from a socket, POLLERR: "
 		       "getsockopt(SO_ERROR) or the next read/write gives the errno)";
 	case -ETIMEDOUT:
-		return "-ETIMEDOUT: the wait for room ended with none";
+		return "-ETIMEDOUT: the wait for room ended with none; or a connect whose SYNs the "
+		       "kernel stopped retrying";
 	case -EAGAIN:
 		return "-EAGAIN: queue full or nothing ready; let the other side run, then retry";
 	case -EBADF:
@@ -48,17 +63,23 @@ const char *amio_strerror(int err)
 	case -ENOTCONN:
 		return "-ENOTCONN: a recv on a socket that is not connected";
 	case -ECANCELED:
-		return "-ECANCELED: the operation was cancelled (amio_cancel, or its registrar "
-		       "freed)";
+		return "-ECANCELED: the operation was cancelled (amio_cancel, amio_close of its "
+		       "fd, "
+		       "or its registrar freed)";
 	case -ETIME:
-		return "-ETIME: the operation's deadline passed (amio_set_deadline)";
+		return "-ETIME: the operation's deadline passed (amio_set_deadline), or its idle "
+		       "or "
+		       "send timeout (amio_registrar_set_conn)";
 	case -EMSGSIZE:
 		return "-EMSGSIZE: frame or line longer than the configured maximum";
 	case -EPROTO:
 		return "-EPROTO: the stream ended in the middle of a frame";
 	case -ENOBUFS:
-		return "-ENOBUFS: writer queue limit reached; wait for AMIO_WRITE and flush";
+		return "-ENOBUFS: no buffer space: the kernel's (an accept reports it and listens "
+		       "on "
+		       "after a back-off), or the frame writer's queue limit (wait for AMIO_WRITE "
+		       "and flush)";
 	default:
-		return err < 0 ? strerror(-err) : "not an error code";
+		return err < 0 ? other(-err) : "not an error code";
 	}
 }

@@ -1469,6 +1469,27 @@ START_TEST(a_number_reused_before_the_close_done_belongs_to_the_new_socket)
 }
 END_TEST
 
+/* amio_strerror names the codes the connection calls give: its own words,
+ * or the kernel's name and text ("-ECONNREFUSED: ..."), never NULL. */
+START_TEST(strerror_names_every_code_the_connection_calls_give)
+{
+	static const int codes[] = {ECONNREFUSED, ECONNRESET, EMFILE,    ENFILE,   EISCONN,
+	                            EALREADY,     ESPIPE,     EISDIR,    EFBIG,    ENETUNREACH,
+	                            ENOBUFS,      ETIME,      ECANCELED, ETIMEDOUT};
+	char want[64];
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		const char *s = amio_strerror(-codes[i]);
+
+		ck_assert_ptr_nonnull(s);
+		snprintf(want, sizeof(want), "-%s: ", strerrorname_np(codes[i]));
+		ck_assert_msg(strncmp(s, want, strlen(want)) == 0, "%d: \"%s\"", codes[i], s);
+	}
+	ck_assert_ptr_nonnull(strstr(amio_strerror(-ENOBUFS), "accept"));
+	ck_assert_str_eq(amio_strerror(1), "not an error code");
+}
+END_TEST
+
 static Suite *attack_suite(void)
 {
 	Suite *s = suite_create("conn_attack");
@@ -1480,6 +1501,7 @@ static Suite *attack_suite(void)
 	tcase_add_loop_test(tc, a_close_then_the_inbox_registrars_free_still_closes, 0, 3);
 	tcase_add_loop_test(tc, two_closes_a_cancelled_close_and_fd_reuse, 0, 2);
 	tcase_add_test(tc, close_of_a_listener_and_of_what_is_no_socket);
+	tcase_add_test(tc, strerror_names_every_code_the_connection_calls_give);
 	tcase_add_test(tc, a_number_reused_before_the_close_done_belongs_to_the_new_socket);
 	tcase_add_test(tc, an_inbox_registrar_freed_with_a_send_running);
 	suite_add_tcase(s, tc);
