@@ -24,6 +24,13 @@ static void *loop(void *arg)
 	lfd = srv_listen("srv_amio_completion", port);
 	if ((rc = amio_registrar_new(poller, 0, &r)) < 0)
 		srv_die("srv_amio_completion", "amio_registrar_new", rc);
+	/* BENCH_IDLE_MS=ms: every recv with an idle timeout kept by the poll
+	 * thread (what it costs per request: bench/run.sh, issue 19). */
+	if (getenv("BENCH_IDLE_MS") &&
+	    (rc = amio_registrar_set_conn(
+	         r, &(struct amio_conn_config){.idle_ms =
+	                                           (uint32_t)atoi(getenv("BENCH_IDLE_MS"))})) < 0)
+		srv_die("srv_amio_completion", "amio_registrar_set_conn", rc);
 	/* TCP_NODELAY per connection, as srv_uring_completion does. */
 	cio_init(&cio, "srv_amio_completion", r, lfd, 0);
 	while (!atomic_load(&srv_stop)) {
