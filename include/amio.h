@@ -368,8 +368,11 @@ AMIO_API int amio_registrar_new(amio_poller *p, uint32_t flags, amio_registrar *
  * fds nobody saw are closed), except its amio_close and amio_shutdown
  * calls, which still go (their DONE dropped: a worker may close its
  * connections and free its registrar at once), and its pools are freed
- * once their recvs ended; ids of an Amy-mode registrar stay registered, and its operations
- * and pools run on (amio_pool_free on the poll thread).
+ * once their recvs ended. No DONE tells when the kernel let go of a
+ * cancelled send's, pread's or pwrite's buffer: keep those buffers until
+ * amio_poller_free returned, or free the registrar only after their DONEs.
+ * Ids of an Amy-mode registrar stay registered, and its operations and
+ * pools run on (amio_pool_free on the poll thread).
  * Thread: the registrar's thread.
  */
 AMIO_API void amio_registrar_free(amio_registrar *r);

@@ -908,8 +908,9 @@ START_TEST(a_recv_is_not_idle_while_its_fd_sends)
 		ck_assert_int_ge(t_now_ms() - send_done, 100);
 		break;
 	}
-	close(fds[0]);
+	shutdown(fds[1], SHUT_WR); /* the drain thread reads EOF and ends */
 	pthread_join(w, NULL);
+	close(fds[0]);
 	ck_assert_int_eq(amio_pool_free(pool), 0);
 	amio_registrar_free(r);
 	amio_poller_free(p);
