@@ -115,18 +115,23 @@ static ssize_t send_now(struct amio__io *io, int fd)
 	return n < 0 ? -errno : n;
 }
 
+/* connect(2) of the op's address: 0 or -errno. */
+static int32_t connect_call(const struct amio__io *io, int fd)
+{
+	return connect(fd, (const struct sockaddr *)&io->addr, io->addrlen) < 0 ? -errno : 0;
+}
+
 /* connect(2) now: 0 if it waits for EPOLLOUT, else its result as imm. */
 static int connect_now(amio_poller *p, struct amio__entry *e, uint32_t slot)
 {
-	struct amio__io *io = &p->reg.ios[slot];
 	struct amio__epoll_slot *st = &p->be.ep.slots[slot];
-	int rc = connect(e->fd, (struct sockaddr *)&io->addr, io->addrlen);
+	int32_t rc = connect_call(&p->reg.ios[slot], e->fd);
 
 	/* EINTR: the connect goes on in the background, as EINPROGRESS. */
-	if (rc < 0 && (errno == EINPROGRESS || errno == EINTR))
+	if (rc == -EINPROGRESS || rc == -EINTR)
 		return watch(p, e, slot, EPOLLOUT | EPOLLONESHOT);
 	st->imm = true;
-	st->imm_res = rc < 0 ? -errno : 0;
+	st->imm_res = rc;
 	work_push(&p->be.ep, slot);
 	return 0;
 }
@@ -136,13 +141,12 @@ static int connect_now(amio_poller *p, struct amio__entry *e, uint32_t slot)
  * connect says -EISCONN on both backends) or the error it ended with. */
 static int32_t connect_result(amio_poller *p, uint32_t slot, int fd)
 {
-	struct amio__io *io = &p->reg.ios[slot];
-	int rc;
+	int32_t rc;
 
 	do
-		rc = connect(fd, (struct sockaddr *)&io->addr, io->addrlen);
-	while (rc < 0 && errno == EINTR);
-	return rc < 0 ? -errno : 0;
+		rc = connect_call(&p->reg.ios[slot], fd);
+	while (rc == -EINTR);
+	return rc;
 }
 
 int amio__ep_arm_io(amio_poller *p, struct amio__entry *e, uint32_t slot)
@@ -318,8 +322,6 @@ unsigned amio__ep_io_event(amio_poller *p, uint32_t slot, uint32_t gen,
 		return 0; /* an event of the slot's earlier request */
 	if (!p->be.ep.slots[slot].live || p->be.ep.slots[slot].queued)
 		return 0; /* over, or already on the work list */
-	if (io->type == AMIO__IO_PREAD || io->type == AMIO__IO_PWRITE)
-		return 0; /* never watched: the file threads report them */
 	if (io->type == AMIO__IO_CONNECT) {
 		p->be.ep.slots[slot].live = false;
 		out[0] = rec(slot, e->armgen, connect_result(p, slot, e->fd), false, AMIO__NO_BID);

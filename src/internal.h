@@ -834,7 +834,7 @@ void amio__conn_advance(amio_poller *p, int fd);
 bool amio__conn_close_ready(amio_poller *p, int fd);
 void amio__conn_timer(amio_poller *p, uint32_t slot);
 /* amio_recv_pause (hold true) and amio_recv_resume of a recv. */
-void amio__conn_hold(amio_poller *p, struct amio__entry *e, uint32_t slot, bool hold);
+void amio__conn_hold(amio_poller *p, uint32_t slot, bool hold);
 int amio__fd_fit(amio_poller *p, int fd);
 void amio__fd_queue(amio_poller *p, uint32_t slot, int fd);
 void amio__fd_dequeue(amio_poller *p, uint32_t slot, int fd);

@@ -18,23 +18,40 @@ static struct amio__io *io_of(amio_poller *p, uint32_t slot)
 
 /* ---- Flow control ------------------------------------------------------------ */
 
-/* Pause the fd's recvs whose high-water mark its queued bytes passed. A
- * paused io_uring recv is cancelled (its -ECANCELED is not reported) and
- * armed again on resume, with the same id and timers. */
+/* A recv paused for why (AMIO__IO_FLOW: flow control; AMIO__IO_HELD:
+ * amio_recv_pause): its io_uring request is cancelled (the -ECANCELED is
+ * not reported; epoll's is dropped at once) and armed again once no reason
+ * holds it, with the same id and timers. */
+static void pause_recv(amio_poller *p, uint32_t slot, uint32_t why)
+{
+	struct amio__entry *e = &p->reg.entries[slot];
+
+	io_of(p, slot)->state |= why;
+	if (e->flags & AMIO__E_ARMED)
+		(void)amio__io_cancel_request(p, e, slot);
+}
+
+static void resume_recv(amio_poller *p, uint32_t slot, uint32_t why)
+{
+	struct amio__io *io = io_of(p, slot);
+
+	io->state &= ~why;
+	if (io->idle_ms)
+		io->last_ns = amio__now_ns(); /* paused time is not idle time */
+	amio__io_reconcile(p, &p->reg.entries[slot], slot);
+}
+
+/* Pause the fd's recvs whose high-water mark its queued bytes passed. */
 static void flow_high(amio_poller *p, int fd)
 {
 	uint64_t queued = p->fdq[fd].queued;
 
 	for (uint32_t s = p->fdq[fd].ops; s; s = io_of(p, s)->next_fd_op) {
 		struct amio__io *io = io_of(p, s);
-		struct amio__entry *e = &p->reg.entries[s];
 
-		if (io->type != AMIO__IO_RECV || (io->state & AMIO__IO_FLOW) ||
-		    queued <= io->high_water)
-			continue;
-		io->state |= AMIO__IO_FLOW;
-		if (e->flags & AMIO__E_ARMED)
-			(void)amio__io_cancel_request(p, e, s);
+		if (io->type == AMIO__IO_RECV && !(io->state & AMIO__IO_FLOW) &&
+		    queued > io->high_water)
+			pause_recv(p, s, AMIO__IO_FLOW);
 	}
 }
 
@@ -46,35 +63,23 @@ static void flow_low(amio_poller *p, int fd)
 		struct amio__io *io = io_of(p, s);
 
 		next = io->next_fd_op;
-		if (!(io->state & AMIO__IO_FLOW) || queued > io->low_water)
-			continue;
-		io->state &= ~(uint32_t)AMIO__IO_FLOW;
-		if (io->idle_ms)
-			io->last_ns = amio__now_ns(); /* paused time is not idle time */
-		amio__io_reconcile(p, &p->reg.entries[s], s);
+		if ((io->state & AMIO__IO_FLOW) && queued <= io->low_water)
+			resume_recv(p, s, AMIO__IO_FLOW);
 	}
 }
 
 /* As flow control pauses, by the program's word: same id, timers kept. An
  * operation that is no recv, or one ending, is left alone. */
-void amio__conn_hold(amio_poller *p, struct amio__entry *e, uint32_t slot, bool hold)
+void amio__conn_hold(amio_poller *p, uint32_t slot, bool hold)
 {
 	struct amio__io *io = io_of(p, slot);
 
 	if (io->type != AMIO__IO_RECV || (io->state & (AMIO__IO_ENDING | AMIO__IO_ENDED)))
 		return;
-	if (hold) {
-		io->state |= AMIO__IO_HELD;
-		if (e->flags & AMIO__E_ARMED)
-			(void)amio__io_cancel_request(p, e, slot);
-		return;
-	}
-	if (!(io->state & AMIO__IO_HELD))
-		return;
-	io->state &= ~(uint32_t)AMIO__IO_HELD;
-	if (io->idle_ms)
-		io->last_ns = amio__now_ns(); /* paused time is not idle time */
-	amio__io_reconcile(p, e, slot);
+	if (hold)
+		pause_recv(p, slot, AMIO__IO_HELD);
+	else if (io->state & AMIO__IO_HELD)
+		resume_recv(p, slot, AMIO__IO_HELD);
 }
 
 void amio__conn_sent(amio_poller *p, int fd, uint64_t bytes)

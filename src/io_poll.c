@@ -227,7 +227,7 @@ void amio__io_apply(amio_poller *p, struct amio__entry *e, const struct amio__cm
 		return;
 	case AMIO__OP_PAUSE:
 	case AMIO__OP_RESUME:
-		amio__conn_hold(p, e, slot, c->op == AMIO__OP_PAUSE);
+		amio__conn_hold(p, slot, c->op == AMIO__OP_PAUSE);
 		return;
 	}
 	amio__io_reconcile(p, e, slot);
